@@ -1,0 +1,168 @@
+"""Integration tests for model bundles: prediction where torch/fastai cannot be imported, `predict --verify` on a
+corrupted bundle, and MLflow's `models:/name@alias` serving the same predictions as `load_bundle`."""
+import argparse, contextlib, io, json, os, shutil, subprocess, sys, textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlopsnb.bundle import blocked_imports_prelude, load_bundle, predict_command
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def bundles(tmp_path_factory):
+    "An MNIST CNN bundle (with int8) and a penguins tabular bundle, exported from briefly trained fastai Learners"
+    import torch, torch.nn as nn
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    from fastai.tabular.all import TabularDataLoaders, Categorify, FillMissing, Normalize, tabular_learner
+    from mlopsnb.datasets import mnist_5k, penguins, stratified_split
+    from mlopsnb.loaders import tensor_dls, NormalizeImages
+    from mlopsnb.export import export_bundle
+    d = tmp_path_factory.mktemp('bundles')
+    torch.manual_seed(0)
+    data = mnist_5k()
+    trn, val = stratified_split(data.y, 0.2, seed=0)
+    trn, val = trn[:1000], val[:300]
+    dls = tensor_dls(torch.from_numpy(data.x[trn]), torch.from_numpy(data.y[trn]), torch.from_numpy(data.x[val]),
+                     torch.from_numpy(data.y[val]), bs=64, device='cpu', tfms=[NormalizeImages(0.13, 0.31)])
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat())
+    with learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
+    img = export_bundle(learn, d / 'mnist', classes=data.classes, int8=True)
+    x_val = data.x[val[:40]]
+    with torch.no_grad(): img_pred = np.array(data.classes)[learn.model.eval()(dls.valid.tfms[0](torch.from_numpy(x_val))).argmax(1).numpy()]
+    df = penguins()
+    _, pval = stratified_split(df.species, 0.2, seed=0)
+    tdls = TabularDataLoaders.from_df(df, y_names='species', cat_names=['island', 'sex'],
+                                      cont_names=['bill_length_mm', 'bill_depth_mm', 'flipper_length_mm', 'body_mass_g'],
+                                      procs=[Categorify, FillMissing, Normalize], valid_idx=list(pval), bs=32)
+    tlearn = tabular_learner(tdls, layers=[16], metrics=None)
+    with tlearn.no_bar(), tlearn.no_logging(): tlearn.fit_one_cycle(2, 1e-2)
+    raw = df.iloc[pval]
+    tab = export_bundle(tlearn, d / 'penguins', example=raw)
+    with tlearn.no_bar(): tab_proba = tlearn.get_preds(dl=tdls.test_dl(raw))[0].numpy()
+    return {'dir': d, 'img': img, 'x_val': x_val, 'img_pred': img_pred, 'tab': tab, 'raw': raw, 'tab_proba': tab_proba}
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _cli(bundle, *inputs, json_=False, verify=False):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = predict_command(argparse.Namespace(bundle=str(bundle), inputs=[str(i) for i in inputs], json=json_, verify=verify))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    "Run `code` in a fresh interpreter where importing torch or fastai raises ImportError"
+    script = blocked_imports_prelude(('torch', 'fastai')) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**os.environ, 'PYTHONPATH': str(ROOT)})
+
+
+def test_bundles_match_torch(bundles):
+    b = load_bundle(bundles['img'])
+    np.testing.assert_array_equal(b.predict(bundles['x_val']), bundles['img_pred'])
+    tb = load_bundle(bundles['tab'])
+    np.testing.assert_allclose(tb.predict_proba(bundles['raw']), bundles['tab_proba'], atol=1e-4)
+    for p in (bundles['img'], bundles['tab']):
+        spec = json.loads((p / 'bundle.json').read_text())
+        assert spec['parity']['max_abs_diff'] <= 1e-4, spec['parity']
+        assert spec['model']['exporter'] in ('dynamo', 'legacy')
+
+
+def test_predict_without_torch_or_fastai(bundles, tmp_path):
+    "Images (npy and PNG files) and table rows (CSV and DataFrame) predict in a process that cannot import torch/fastai"
+    from PIL import Image
+    np.save(tmp_path / 'x.npy', bundles['x_val'])
+    for i in range(3): Image.fromarray(bundles['x_val'][i]).save(tmp_path / f'{i}.png')
+    bundles['raw'].to_csv(tmp_path / 'rows.csv', index=False)
+    r = _run_blocked(f'''
+        import json, sys, numpy as np
+        for mod in ('torch', 'fastai'):
+            try: __import__(mod); sys.exit(mod + ' was importable')
+            except ImportError: pass
+        from mlopsnb.bundle import load_bundle
+        b = load_bundle({str(bundles['img'])!r})
+        t = load_bundle({str(bundles['tab'])!r})
+        import pandas as pd
+        out = {{'npy': b.predict(np.load('x.npy')).tolist(), 'png': b.predict(['0.png', '1.png', '2.png']).tolist(),
+               'int8': load_bundle({str(bundles['img'])!r}, 'int8').predict(np.load('x.npy')).tolist(),
+               'tab': t.predict_proba(pd.read_csv('rows.csv')).tolist(), 'verify': [b.verify()['ok'], t.verify()['ok']],
+               'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'fastai'))}}
+        print(json.dumps(out))
+    ''', tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out['loaded'] == []
+    assert out['npy'] == bundles['img_pred'].tolist()
+    assert out['png'] == bundles['img_pred'][:3].tolist()
+    assert np.mean(np.array(out['int8']) == bundles['img_pred']) >= 0.9
+    np.testing.assert_allclose(np.array(out['tab']), bundles['tab_proba'], atol=1e-4)  # CSV round trip, NaNs included
+    assert out['verify'] == [True, True]
+
+
+def test_cli_predict_and_verify(bundles, tmp_path):
+    np.save(tmp_path / 'x.npy', bundles['x_val'][:5])
+    rc, out, err = _cli(bundles['img'], tmp_path / 'x.npy', json_=True, verify=True)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r['verify']['ok'] and [p['prediction'] for p in r['predictions']] == bundles['img_pred'][:5].tolist()
+    bundles['raw'].head(8).to_csv(tmp_path / 'rows.csv', index=False)
+    rc, out, err = _cli(bundles['tab'], tmp_path / 'rows.csv')
+    assert rc == 0, err
+    assert [line.split('\t')[1] for line in out.splitlines()] == load_bundle(bundles['tab']).predict(bundles['raw'].head(8)).tolist()
+    assert _cli(bundles['img'], tmp_path / 'nope.npy')[0] == 2
+
+
+@pytest.mark.parametrize('which,edit', [
+    ('img', lambda s: s['preprocessing'][0].update(mean=[s['preprocessing'][0]['mean'][0] + 0.01])),
+    ('tab', lambda s: next(st for st in s['preprocessing'] if st['type'] == 'normalize')['means'].update(bill_length_mm=45.0)),
+    ('tab', lambda s: next(st for st in s['preprocessing'] if st['type'] == 'categorify')['classes']['island'].reverse()),
+    ('tab', lambda s: next(st for st in s['preprocessing'] if st['type'] == 'fill_missing')['na_dict'].update(body_mass_g=9000.0)),
+])
+def test_verify_fails_loudly_on_corrupted_constant(bundles, tmp_path, which, edit):
+    bad = _copy(bundles[which], tmp_path / 'bad')
+    spec = json.loads((bad / 'bundle.json').read_text())
+    edit(spec)
+    (bad / 'bundle.json').write_text(json.dumps(spec))
+    rc, out, err = _cli(bad, verify=True)
+    assert rc == 1 and 'VERIFY FAILED' in err and 'parity check FAILED: max abs diff' in err, (rc, out, err)
+
+
+def test_mlflow_alias_serves_bundle_without_torch(bundles, tmp_path, monkeypatch):
+    "log_bundle -> registered model + alias; models:/name@alias loads and predicts where torch/fastai can't be imported"
+    from mlopsnb.export import log_bundle
+    import mlflow
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # artifacts go to ./mlruns
+    monkeypatch.delenv('MLFLOW_RUN_ID', raising=False)
+    prev = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        log_bundle(bundles['img'], registered_name='mnist-test', alias='champion')
+        log_bundle(bundles['tab'], registered_name='penguins-test', alias='champion')
+    finally:
+        mlflow.set_tracking_uri(prev)
+    np.save(tmp_path / 'x.npy', bundles['x_val'])
+    bundles['raw'].to_pickle(tmp_path / 'raw.pkl')
+    r = _run_blocked(f'''
+        import json, sys, numpy as np, pandas as pd, mlflow
+        mlflow.set_tracking_uri({uri!r})
+        img = mlflow.pyfunc.load_model('models:/mnist-test@champion').predict(np.load('x.npy'))
+        tab = mlflow.pyfunc.load_model('models:/penguins-test@champion').predict(pd.read_pickle('raw.pkl'))
+        print(json.dumps({{'img': img['prediction'].tolist(), 'tab': tab['prediction'].tolist(),
+                          'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'fastai'))}}))
+    ''', tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out['loaded'] == []
+    assert out['img'] == load_bundle(bundles['img']).predict(bundles['x_val']).tolist()
+    assert out['tab'] == load_bundle(bundles['tab']).predict(bundles['raw']).tolist()
