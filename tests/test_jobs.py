@@ -1,0 +1,200 @@
+"""`mlopsnb run/params/runs` end to end: parameter errors before any kernel, failing cells, dead kernels, timeouts,
+Ctrl-C, grids on one sqlite store, --reuse, the interpreter pin, and a smoke run of the train_mnist job."""
+import json, os, signal, sqlite3, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NBS = REPO / 'tests' / 'notebooks'
+TRAIN = REPO / 'nbs' / 'jobs' / 'train_mnist.ipynb'
+BIN = Path(sys.executable).parent
+
+
+def env_for(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}
+    env.update(MPLBACKEND='Agg', **extra)
+    return env
+
+
+def mlopsnb(tmp_path, *args, timeout=300, env=None):
+    t = time.time()
+    r = subprocess.run([str(BIN / 'mlopsnb'), *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                       env=env or env_for(tmp_path))
+    r.elapsed = time.time() - t
+    return r
+
+
+def client(tmp_path):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def runs_of(tmp_path, experiment):
+    c = client(tmp_path)
+    exp = c.get_experiment_by_name(experiment)
+    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_param_errors_exit_2_before_any_kernel(tmp_path):
+    r = mlopsnb(tmp_path, 'run', TRAIN, '-p', 'epochs', 'two')
+    assert r.returncode == 2, r.stderr
+    assert "parameter 'epochs' expects int, got 'two'" in r.stderr
+    r = mlopsnb(tmp_path, 'run', TRAIN, '-p', 'lrr', '0.1')
+    assert r.returncode == 2 and "did you mean 'lr'?" in r.stderr and 'valid parameters: epochs, lr, bs' in r.stderr
+    r = mlopsnb(tmp_path, 'run', TRAIN, '--grid', 'precision=fp32,fp8')
+    assert r.returncode == 2 and "one of ['auto', 'fp32', 'bf16']" in r.stderr
+    (tmp_path / 'p.yaml').write_text('bs: [1, 2]\n')
+    r = mlopsnb(tmp_path, 'run', TRAIN, '-f', tmp_path / 'p.yaml')
+    assert r.returncode == 2 and "'bs' expects int" in r.stderr
+    r = mlopsnb(tmp_path, 'run', tmp_path / 'missing.ipynb')
+    assert r.returncode == 2 and 'no such notebook' in r.stderr
+    assert not (tmp_path / 'mlflow.db').exists() and not (tmp_path / 'runs').exists()  # nothing started
+
+
+def test_params_command(tmp_path):
+    r = mlopsnb(tmp_path, 'params', TRAIN, '--json')
+    assert r.returncode == 0, r.stderr
+    ps = {p['name']: p for p in json.loads(r.stdout)}
+    assert list(ps) == ['epochs', 'lr', 'bs', 'arch', 'precision', 'seed', 'limit']
+    assert ps['precision']['choices'] == ['auto', 'fp32', 'bf16'] and ps['epochs']['default'] == 10
+    r = mlopsnb(tmp_path, 'params', NBS / 'metrics.ipynb')
+    assert r.returncode == 0 and 'steps' in r.stdout and 'metric steps to log' in r.stdout
+
+
+def test_failing_cell(tmp_path):
+    r = mlopsnb(tmp_path, 'run', NBS / 'fail_cell3.ipynb', '--out', tmp_path / 'out')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'cell 3 raised ValueError: boom in cell 3 (x=2)' in r.stderr
+    assert "line 2: raise ValueError(f'boom in cell 3 (x={x})')" in r.stderr
+    (run,) = runs_of(tmp_path, 'fail_cell3')
+    assert run.info.status == 'FAILED'
+    assert run.data.metrics == {'m1': 1.0, 'm2': 2.0}  # logged before the failure, kept
+    assert 'cell 3 raised ValueError' in run.data.tags['mlopsnb.error']
+    for t in ('mlopsnb.git_sha', 'mlopsnb.git_dirty', 'mlopsnb.env_hash', 'mlopsnb.notebook', 'mlopsnb.notebook_sha'): assert t in run.data.tags
+    nb = json.loads((tmp_path / 'out' / 'fail_cell3.ipynb').read_text())  # the partly executed notebook
+    errs = [o for c in nb['cells'] for o in c.get('outputs', []) if o['output_type'] == 'error']
+    assert errs and errs[0]['ename'] == 'ValueError'
+    arts = {f.path for f in client(tmp_path).list_artifacts(run.info.run_id)}
+    assert {'fail_cell3.ipynb', 'environment.json'} <= arts
+
+
+def test_dead_kernel_is_reported_within_seconds(tmp_path):
+    r = mlopsnb(tmp_path, 'run', NBS / 'os_exit.ipynb', timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'the kernel died (exit code 1) while running cell 2: import os' in r.stderr
+    (run,) = runs_of(tmp_path, 'os_exit')
+    assert run.info.status == 'FAILED' and run.data.metrics == {'before_exit': 1.0}
+    assert 'kernel died' in run.data.tags['mlopsnb.error']
+    # the death is noticed by a 1 s liveness poll: the job takes no longer than a normal short job
+    assert r.elapsed < 60, r.elapsed
+
+
+def test_timeout_kills_the_kernel(tmp_path):
+    r = mlopsnb(tmp_path, 'run', NBS / 'sleep.ipynb', '--timeout', '15')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'timed out after 15 s (--timeout) while running cell 2: time.sleep(seconds)' in r.stderr
+    assert r.elapsed < 60
+    (run,) = runs_of(tmp_path, 'sleep')
+    assert run.info.status == 'FAILED' and run.data.metrics == {'started': 1.0}
+
+
+def test_ctrl_c_marks_the_run_killed(tmp_path):
+    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=tmp_path, env=env_for(tmp_path),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        for line in p.stdout:  # the notebook prints 'sleeping' just before its long cell
+            if 'sleeping' in line or time.time() > deadline: break
+        t = time.time()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, err
+    assert time.time() - t < 20
+    assert 'interrupted' in err
+    (run,) = runs_of(tmp_path, 'sleep')
+    assert run.info.status == 'KILLED' and run.data.metrics == {'started': 1.0}
+    kernel_pids = subprocess.run(['pgrep', '-f', f'ipykernel_launcher.*'], capture_output=True, text=True).stdout.split()
+    # the kernel of this job is gone (its connection file lived in the runtime dir; check no process has our run's cwd)
+    for pid in kernel_pids:
+        try: assert Path(f'/proc/{pid}/cwd').resolve() != tmp_path.resolve()
+        except (FileNotFoundError, PermissionError): pass
+
+
+def test_grid_on_sqlite_loses_nothing(tmp_path):
+    # 8 jobs, 4 at a time, each logging 60 metric steps into the same sqlite file
+    r = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '--grid', 'lr=0.1,0.2,0.3,0.4', '--grid', 'bs=16,32',
+                '-p', 'steps', '60', '-j', '4', '--out', tmp_path / 'out', timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '8/8 jobs finished' in r.stdout
+    head = r.stdout.splitlines()[0]
+    for col in ('lr', 'bs', 'status', 'score', 'time', 'run id'): assert col in head
+    runs = runs_of(tmp_path, 'metrics')
+    assert len(runs) == 8 and {x.info.status for x in runs} == {'FINISHED'}
+    got = sorted((float(x.data.params['lr']), int(x.data.params['bs'])) for x in runs)
+    assert got == sorted((lr, bs) for lr in (0.1, 0.2, 0.3, 0.4) for bs in (16, 32))
+    c = client(tmp_path)
+    for x in runs:
+        assert x.data.metrics['score'] == pytest.approx(float(x.data.params['lr']) * int(x.data.params['bs']))
+        assert len(c.get_metric_history(x.info.run_id, 'curve')) == 60
+    assert len(list((tmp_path / 'out').glob('*/metrics.ipynb'))) == 8
+
+
+def test_reuse_and_interpreter_pin_and_runs_json(tmp_path):
+    # a user-level python3 kernelspec pointing at another interpreter must not be used
+    ks = tmp_path / 'jupyter' / 'kernels' / 'python3'
+    ks.mkdir(parents=True)
+    (ks / 'kernel.json').write_text(json.dumps({'argv': ['/usr/bin/python3', '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+                                                'display_name': 'wrong python', 'language': 'python'}))
+    env = env_for(tmp_path, JUPYTER_PATH=str(tmp_path / 'jupyter'), JUPYTER_DATA_DIR=str(tmp_path / 'jupyter'))
+    args = ('run', NBS / 'metrics.ipynb', '-p', 'lr', '0.5', '--reuse')
+    r1 = mlopsnb(tmp_path, *args, env=env)
+    assert r1.returncode == 0, r1.stderr
+    assert 'score 32.0' in r1.stdout
+    r2 = mlopsnb(tmp_path, *args, env=env)
+    assert r2.returncode == 0, r2.stderr
+    assert 'reused run' in r2.stdout and 'score 32.0' not in r2.stdout  # nothing executed
+    (run,) = runs_of(tmp_path, 'metrics')
+    assert run.data.tags['mlopsnb.kernel_executable'] == sys.executable
+    assert run.info.run_id in r2.stdout
+    r3 = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '-p', 'lr', '0.25', '--reuse', env=env)  # other params: executes
+    assert r3.returncode == 0 and 'score 16.0' in r3.stdout
+    r = mlopsnb(tmp_path, 'runs', '--json', '--experiment', 'metrics')
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert len(listed) == 2 and run.info.run_id in {x['run_id'] for x in listed}
+    assert all(x['status'] == 'FINISHED' and x['tags']['mlopsnb.notebook'].endswith('metrics.ipynb') for x in listed)
+    r = mlopsnb(tmp_path, 'runs')
+    assert r.returncode == 0 and run.info.run_id in r.stdout
+
+
+def test_train_mnist_smoke(tmp_path):
+    r = mlopsnb(tmp_path, 'run', TRAIN, '-p', 'epochs', '1', '-p', 'limit', '400', '--out', tmp_path / 'out', timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'valid accuracy:' in r.stdout and 'MLflow run:' in r.stdout
+    (run,) = runs_of(tmp_path, 'train_mnist')
+    assert run.info.status == 'FINISHED' and run.info.run_id in r.stdout
+    assert 'final_valid_accuracy' in run.data.metrics and 'mlopsnb.data_fingerprint' in run.data.tags
+    assert run.data.params['limit'] == '400' and run.data.params['epochs'] == '1'
+    assert (tmp_path / 'out' / 'train_mnist.ipynb').exists()
+
+
+@pytest.mark.slow
+def test_grid_8_parallel_on_sqlite(tmp_path):
+    r = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '--grid', 'lr=0.1,0.2,0.3,0.4', '--grid', 'arch=a,b',
+                '-p', 'steps', '200', '-j', '8', timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = runs_of(tmp_path, 'metrics')
+    assert len(runs) == 8 and {x.info.status for x in runs} == {'FINISHED'}
+    c = client(tmp_path)
+    assert all(len(c.get_metric_history(x.info.run_id, 'curve')) == 200 for x in runs)
+
+
+@pytest.mark.slow
+def test_train_mnist_defaults_reach_097(tmp_path):
+    r = mlopsnb(tmp_path, 'run', TRAIN, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (run,) = runs_of(tmp_path, 'train_mnist')
+    assert run.data.metrics['final_valid_accuracy'] >= 0.97
