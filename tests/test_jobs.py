@@ -56,7 +56,7 @@ def test_params_command(tmp_path):
     r = mlopsnb(tmp_path, 'params', TRAIN, '--json')
     assert r.returncode == 0, r.stderr
     ps = {p['name']: p for p in json.loads(r.stdout)}
-    assert list(ps) == ['epochs', 'lr', 'bs', 'arch', 'precision', 'seed', 'limit']
+    assert list(ps) == ['epochs', 'lr', 'bs', 'arch', 'precision', 'seed', 'limit', 'analyze_data', 'export']
     assert ps['precision']['choices'] == ['auto', 'fp32', 'bf16'] and ps['epochs']['default'] == 10
     r = mlopsnb(tmp_path, 'params', NBS / 'metrics.ipynb')
     assert r.returncode == 0 and 'steps' in r.stdout and 'metric steps to log' in r.stdout
@@ -170,15 +170,24 @@ def test_reuse_and_interpreter_pin_and_runs_json(tmp_path):
     assert r.returncode == 0 and run.info.run_id in r.stdout
 
 
-def test_train_mnist_smoke(tmp_path):
-    r = mlopsnb(tmp_path, 'run', TRAIN, '-p', 'epochs', '1', '-p', 'limit', '400', '--out', tmp_path / 'out', timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert 'valid accuracy:' in r.stdout and 'MLflow run:' in r.stdout
+def test_folder_of_notebooks_as_tests(tmp_path):
+    # what `make test` does: every notebook of a folder with its `# smoke:` parameters, 2 at a time; train_mnist is one
+    folder = tmp_path / 'nbs'
+    folder.mkdir()
+    (folder / 'train_mnist.ipynb').write_bytes(TRAIN.read_bytes())
+    (folder / 'fail_cell3.ipynb').write_bytes((NBS / 'fail_cell3.ipynb').read_bytes())
+    r = mlopsnb(tmp_path, 'run', folder, '-j', '2', '--out', tmp_path / 'out', timeout=600, env=env_for(tmp_path, MLOPSNB_SMOKE='1'))
+    assert r.returncode == 1, r.stdout + r.stderr  # one notebook fails, after both ran
+    assert '1/2 jobs finished, 1 failed' in r.stdout and 'notebook' in r.stdout.splitlines()[0]
+    assert 'job 0 (fail_cell3.ipynb defaults) FAILED: cell 3 raised ValueError' in r.stderr
     (run,) = runs_of(tmp_path, 'train_mnist')
-    assert run.info.status == 'FINISHED' and run.info.run_id in r.stdout
+    assert run.info.status == 'FINISHED'
+    assert run.data.params['limit'] == '400' and run.data.params['epochs'] == '1'  # the smoke parameters
     assert 'final_valid_accuracy' in run.data.metrics and 'mlopsnb.data_fingerprint' in run.data.tags
-    assert run.data.params['limit'] == '400' and run.data.params['epochs'] == '1'
-    assert (tmp_path / 'out' / 'train_mnist.ipynb').exists()
+    (executed,) = (tmp_path / 'out').glob('001-train_mnist-epochs=1,limit=400*/train_mnist.ipynb')
+    assert 'valid accuracy:' in executed.read_text()
+    r = mlopsnb(tmp_path, 'run', folder, '-p', 'epochs', '1')
+    assert r.returncode == 2 and 'take no -p' in r.stderr
 
 
 @pytest.mark.slow
@@ -194,7 +203,11 @@ def test_grid_8_parallel_on_sqlite(tmp_path):
 
 @pytest.mark.slow
 def test_train_mnist_defaults_reach_097(tmp_path):
-    r = mlopsnb(tmp_path, 'run', TRAIN, timeout=900)
+    r = mlopsnb(tmp_path, 'run', TRAIN, '--out', tmp_path / 'out', timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     (run,) = runs_of(tmp_path, 'train_mnist')
     assert run.data.metrics['final_valid_accuracy'] >= 0.97
+    assert 'model bundle:' in r.stdout and (tmp_path / 'out' / 'bundle' / 'bundle.json').exists()
+    assert (tmp_path / 'out' / 'analysis').is_dir() and (tmp_path / 'out' / 'splits').is_dir()
+    arts = {f.path for f in client(tmp_path).list_artifacts(run.info.run_id)}
+    assert {'train_mnist.ipynb', 'environment.json', 'bundle', 'analysis', 'splits'} <= arts
