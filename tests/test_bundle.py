@@ -32,7 +32,7 @@ def bundles(tmp_path_factory):
     model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat())
     with learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
-    img = export_bundle(learn, d / 'mnist', classes=data.classes, int8=True)
+    img = export_bundle(learn, d / 'mnist', classes=data.classes, int8=True, dynamo=False)  # dynamo is covered by nbs/30_export
     x_val = data.x[val[:40]]
     with torch.no_grad(): img_pred = np.array(data.classes)[learn.model.eval()(dls.valid.tfms[0](torch.from_numpy(x_val))).argmax(1).numpy()]
     df = penguins()
@@ -43,7 +43,7 @@ def bundles(tmp_path_factory):
     tlearn = tabular_learner(tdls, layers=[16], metrics=None)
     with tlearn.no_bar(), tlearn.no_logging(): tlearn.fit_one_cycle(2, 1e-2)
     raw = df.iloc[pval]
-    tab = export_bundle(tlearn, d / 'penguins', example=raw)
+    tab = export_bundle(tlearn, d / 'penguins', example=raw, dynamo=False)
     with tlearn.no_bar(): tab_proba = tlearn.get_preds(dl=tdls.test_dl(raw))[0].numpy()
     return {'dir': d, 'img': img, 'x_val': x_val, 'img_pred': img_pred, 'tab': tab, 'raw': raw, 'tab_proba': tab_proba}
 
