@@ -701,6 +701,7 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
         if nb not in contracts: contracts[nb] = notebook_params(nb)
         checked.append((nb, check_params(contracts[nb], dict(p or {}), nb)))
     uri = absolute_tracking_uri(tracking_uri)
+    if uri.startswith('sqlite:////'): Path(uri[len('sqlite:///'):].partition('?')[0]).parent.mkdir(parents=True, exist_ok=True)
     exps = [experiment or os.environ.get('MLFLOW_EXPERIMENT_NAME') or nb.stem for nb, _ in checked]
     if len(checked) > 1:  # create the store and experiments once, not in racing threads (one job overlaps this with kernel start)
         c = _mlflow_client(uri)
