@@ -166,3 +166,20 @@ def test_mlflow_alias_serves_bundle_without_torch(bundles, tmp_path, monkeypatch
     assert out['loaded'] == []
     assert out['img'] == load_bundle(bundles['img']).predict(bundles['x_val']).tolist()
     assert out['tab'] == load_bundle(bundles['tab']).predict(bundles['raw']).tolist()
+
+
+def test_mlopsnb_predict_verify_cli(bundles, tmp_path):
+    "The real `mlopsnb predict --verify` command: ok on the bundle, exit 1 and a loud message after a constant is corrupted"
+    exe = Path(sys.executable).parent / 'mlopsnb'
+    if not exe.exists(): pytest.skip('mlopsnb entry point not installed')
+    np.save(tmp_path / 'x.npy', bundles['x_val'][:4])
+    r = subprocess.run([str(exe), 'predict', str(bundles['img']), str(tmp_path / 'x.npy'), '--verify', '--json'],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [p['prediction'] for p in json.loads(r.stdout)['predictions']] == bundles['img_pred'][:4].tolist()
+    bad = _copy(bundles['img'], tmp_path / 'bad')
+    spec = json.loads((bad / 'bundle.json').read_text())
+    spec['preprocessing'][0]['std'] = [s * 1.01 for s in spec['preprocessing'][0]['std']]
+    (bad / 'bundle.json').write_text(json.dumps(spec))
+    r = subprocess.run([str(exe), 'predict', str(bad), str(tmp_path / 'x.npy'), '--verify'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and 'VERIFY FAILED' in r.stderr and 'max abs diff' in r.stderr, (r.returncode, r.stdout, r.stderr)
