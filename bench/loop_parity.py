@@ -114,7 +114,19 @@ def mlops(make_model):
     with contextlib.redirect_stdout(io.StringIO()): learn.fit(EPOCHS)
     return learn.model, learn.epoch_times, time.perf_counter() - t
 
-VARIANTS = {'a_hand_loop': hand_loop, 'b_fastai': fastai_plain, 'b2_fastai_tensorbatches': fastai_tensor, 'c_mlops_learner': mlops}
+def mlops_no_io(make_model):
+    "(c0) mlops_learner without tracking or checkpoints: the loop's own per-batch cost"
+    from mlopsnb.callbacks import mlops_learner
+    from fastai.metrics import accuracy
+    dls = tensor_dls(XT, YT, XV, YV, bs=BS, seed=SEED, device='cpu', tfms=[NORM])
+    learn = mlops_learner(dls, make_model(), nn.CrossEntropyLoss(), metrics=accuracy, lr=LR, tracking=False,
+                          progress='plain', cbs=[_epoch_timer()])
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()): learn.fit(EPOCHS)
+    return learn.model, learn.epoch_times, time.perf_counter() - t
+
+VARIANTS = {'a_hand_loop': hand_loop, 'b_fastai': fastai_plain, 'b2_fastai_tensorbatches': fastai_tensor,
+            'c0_mlops_learner_no_io': mlops_no_io, 'c_mlops_learner': mlops}
 
 def main():
     os.environ['MLFLOW_TRACKING_URI'] = f'sqlite:///{_STORE}/mlflow.db'
