@@ -71,3 +71,19 @@ def test_launch_usage_errors(tmp_path):
     assert launch_command(argparse.Namespace(nprocs=2, target=str(nb), args=['--bad'])) == 2
     bad = tmp_path/'fail.py'; bad.write_text('import sys; sys.exit(3)')
     assert launch_command(argparse.Namespace(nprocs=2, target=str(bad), args=[])) == 1
+
+@pytest.mark.slow
+def test_launch_notebook_two_ranks(tmp_path):
+    "`mlopsnb launch -n 2 NOTEBOOK -p ...`: every rank runs the notebook with the injected parameters; DDP trains across them"
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("epochs = 5\nout = 'x'"); params.metadata['tags'] = ['parameters']
+    body = SCRIPT.split("out, track = sys.argv[1], sys.argv[2] == '1'")[1].replace('learn.fit(2)', 'learn.fit(epochs)')
+    nb.cells = [params, nbformat.v4.new_code_cell(SCRIPT.split("out, track")[0] + "track = False\n" + body)]
+    nbformat.write(nb, tmp_path/'train.ipynb')
+    r = subprocess.run([str(Path(sys.executable).parent/'mlopsnb'), 'launch', '-n', '2', str(tmp_path/'train.ipynb'),
+                        '-p', 'epochs', '1', f"out={tmp_path/'w.pt'}"], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    import torch
+    got = torch.load(tmp_path/'w.pt', weights_only=False)
+    assert got['world'] == 2 and len(got['rec']) == 1   # 2 ranks, and the injected epochs=1 was used
