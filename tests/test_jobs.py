@@ -91,10 +91,10 @@ def test_dead_kernel_is_reported_within_seconds(tmp_path):
 
 
 def test_timeout_kills_the_kernel(tmp_path):
-    r = mlopsnb(tmp_path, 'run', NBS / 'sleep.ipynb', '--timeout', '15')
+    r = mlopsnb(tmp_path, 'run', NBS / 'sleep.ipynb', '--timeout', '30')
     assert r.returncode == 1, r.stdout + r.stderr
-    assert 'timed out after 15 s (--timeout) while running cell 2: time.sleep(seconds)' in r.stderr
-    assert r.elapsed < 60
+    assert 'timed out after 30 s (--timeout) while running cell 2: time.sleep(seconds)' in r.stderr
+    assert r.elapsed < 75
     (run,) = runs_of(tmp_path, 'sleep')
     assert run.info.status == 'FAILED' and run.data.metrics == {'started': 1.0}
 
