@@ -1,6 +1,6 @@
 """`mlopsnb run/params/runs` end to end: parameter errors before any kernel, failing cells, dead kernels, timeouts,
 Ctrl-C, grids on one sqlite store, --reuse, the interpreter pin, and a smoke run of the train_mnist job."""
-import json, os, signal, sqlite3, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
