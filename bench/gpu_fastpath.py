@@ -70,7 +70,7 @@ def cpu_section():
                 for e in range(args.cpu_epochs):
                     t = time.perf_counter(); learn.fit(1); dt = time.perf_counter() - t
                     if e: times[name].append(dt)          # epoch 0 is warm-up
-            final[name] = (learn.model.state_dict(), learn.validate()[1])
+                final[name] = (learn.model.state_dict(), learn.validate()[1])
     same = all(torch.equal(a, b) for a, b in zip(final['plain'][0].values(), final['to_fast'][0].values()))
     n = len(trn)
     med = {k: statistics.median(v) for k, v in times.items()}
