@@ -461,7 +461,8 @@ class ThroughputCallback(Callback):
     "Samples/s, step time and peak memory per training epoch, in `learn.throughput` and `learn.epoch_stats`"
     order = 55
     def __init__(self): self._acc = [0, 0]  # samples, batches; a list so per-batch updates skip Callback.__setattr__
-    def before_fit(self): self.learn.throughput = []
+    def before_fit(self): self._new_fit = True  # reset at the first trained epoch: `learn.validate()` also sends before_fit
+    def after_create(self): self.learn.throughput = []
     def _sync(self):
         if self._dev.type == 'cuda': torch.cuda.synchronize(self._dev)
     def before_train(self):
@@ -470,6 +471,7 @@ class ThroughputCallback(Callback):
         if self._dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(self._dev)
         self._sync()
         self._acc[0] = self._acc[1] = 0
+        if getattr(self, '_new_fit', True) or not hasattr(self.learn, 'throughput'): self.learn.throughput, self._new_fit = [], False
         self._t0 = time.perf_counter()
     def after_batch(self):
         if not self.learn.training: return
