@@ -297,7 +297,9 @@ def _name(o:Any) -> str:
     return getattr(o, '__name__', None) or getattr(getattr(o, 'func', None), '__name__', None) or type(o).__name__
 
 def _precision(learn) -> str:
-    "The training precision a Learner will use: the MixedPrecision dtype, else the parameters' dtype"
+    "The training precision a Learner will use: the fast-path policy, else the MixedPrecision dtype, else the parameters' dtype"
+    fast = getattr(learn, 'fast', None)  # set by `learn.to_fast()` (mlopsnb.fastpath)
+    if fast is not None and getattr(fast, 'policy', None) is not None: return fast.policy.precision
     mp = getattr(learn, 'mixed_precision', None)
     if mp is not None: return str(getattr(mp, 'amp_mode', getattr(mp, 'dtype', 'mixed'))).split('.')[-1].lower()
     p = next(iter(learn.model.parameters()), None)
