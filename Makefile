@@ -34,7 +34,7 @@ check-clean: install
 	$(BIN)/python -c "import mlopsnb, mlopsnb.cli, sys; bad = {'torch', 'fastai', 'mlflow'} & set(sys.modules); assert not bad, bad"
 
 nbtest: install
-	$(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(tutorials|jobs)$$'
+	$(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(tutorials|jobs|mlruns|_proc|runs)$$'
 
 pytest: install
 	$(BIN)/pytest -q -m "not slow and not cuda" tests
@@ -45,7 +45,7 @@ notebooks: install
 test: check-clean nbtest pytest notebooks
 
 test-slow: install
-	$(BIN)/nbdev-test --n-workers 1 --flags slow --skip-folder-re '^(tutorials|jobs)$$'
+	$(BIN)/nbdev-test --n-workers 1 --flags slow --skip-folder-re '^(tutorials|jobs|mlruns|_proc|runs)$$'
 	$(BIN)/pytest -q -m "slow" tests
 
 bench: install
