@@ -41,8 +41,12 @@ def _param_str(v:Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v, default=str) if isinstance(v, (list, dict, tuple)) else str(v)
     return s[:6000]  # MLflow's limit on a param value
 
+def _same_number(a:str, b:str) -> bool:
+    try: return float(a) == float(b)
+    except ValueError: return False
+
 def _log_params(run_id:str, params:dict):
-    "Log `params`, skipping ones already logged with the same value; warn (don't fail) on a changed value"
+    "Log `params`, skipping ones already logged with the same value; a changed value is logged as `<name>.resolved`"
     if not params: return
     from mlflow.entities import Param
     client = _mlflow().MlflowClient()
@@ -51,7 +55,9 @@ def _log_params(run_id:str, params:dict):
     for k, v in params.items():
         s = _param_str(v)
         if k in old:
-            if old[k] != s: warnings.warn(f"param {k!r} was already logged as {old[k]!r}; keeping it (new value {s!r} not logged)")
+            # MLflow params are immutable. A job logs what was asked for (precision='auto', lr='5e-3'); the callback then
+            # knows what was used. Numerically equal values are the same; a different value goes to '<name>.resolved'.
+            if old[k] != s and not _same_number(old[k], s) and f'{k}.resolved' not in old: new[f'{k}.resolved'] = s
             continue
         new[k] = s
     if new: client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
@@ -81,7 +87,8 @@ def start_run(experiment:str|None=None,      # experiment name (default: `$MLFLO
     "Context manager yielding an MLflow `ActiveRun` tagged with git, environment and data fingerprint"
     mlflow = _mlflow()
     from mlflow.tracking.fluent import _active_run_stack
-    job_run_id = os.environ.get('MLFLOW_RUN_ID')
+    # mlflow.start_run() pops MLFLOW_RUN_ID from the environment once used; a job also sets MLOPSNB_RUN_ID, which stays
+    job_run_id = os.environ.get('MLFLOW_RUN_ID') or os.environ.get('MLOPSNB_RUN_ID')
     active = mlflow.active_run()
     if job_run_id and (active is None or active.info.run_id == job_run_id):
         # a job runner created the run: attach, log, and leave ending it to the runner
