@@ -6,7 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/tracking.html.md"""
 
 # %% ../nbs/21_tracking.ipynb #3b5e14b6
 from __future__ import annotations
-import contextlib, json, os, time, warnings
+import contextlib, json, os, time
 from pathlib import Path
 from typing import Any, Iterator
 
