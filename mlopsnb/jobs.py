@@ -409,16 +409,10 @@ def _mlflow_client(uri:str):
     return MlflowClient(tracking_uri=uri)
 
 def _experiment_id(client, name:str) -> str:
-    "The id of experiment `name`, created if missing (safe when parallel jobs race to create it)"
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == 'deleted': raise ParamError(f"experiment {name!r} is deleted; restore it or pick another name")
-        return exp.experiment_id
-    try: return client.create_experiment(name)
-    except Exception:
-        exp = client.get_experiment_by_name(name)
-        if exp is None: raise
-        return exp.experiment_id
+    "The id of experiment `name`, created beside the store if missing (safe when parallel jobs race to create it)"
+    from mlopsnb.tracking import experiment_id
+    try: return experiment_id(name, client)
+    except ValueError as e: raise ParamError(str(e)) from None
 
 def _retry(fn:Callable, *args, tries:int=8, **kwargs):
     "Call `fn`, retrying on sqlite's 'database is locked' with backoff (parallel jobs share one sqlite file)"

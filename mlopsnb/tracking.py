@@ -13,7 +13,8 @@ from typing import Any, Iterator
 from .core import environment_info, environment_hash
 
 # %% auto #0
-__all__ = ['tracking_uri', 'start_run', 'log_data_fingerprint', 'confusion_matrix_figure', 'runs_table', 'MLflowCallback']
+__all__ = ['tracking_uri', 'artifact_location', 'experiment_id', 'start_run', 'log_data_fingerprint', 'confusion_matrix_figure',
+           'runs_table', 'MLflowCallback']
 
 # %% ../nbs/21_tracking.ipynb #63aaa732
 def tracking_uri() -> str:
@@ -28,6 +29,30 @@ def _mlflow():
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
     if not is_tracking_uri_set(): mlflow.set_tracking_uri(tracking_uri())
     return mlflow
+
+def artifact_location(uri:str,  # tracking URI of the store
+                      name:str, # experiment name
+                     ) -> str|None:
+    "Where a new experiment's artifacts go: beside a sqlite store's file, not in whatever folder the process runs in"
+    if not uri.startswith('sqlite:///'): return None  # servers and file stores choose for themselves
+    db = Path(uri[len('sqlite:///'):].partition('?')[0])
+    safe = ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in name) or 'experiment'
+    return (db.resolve().parent / 'mlruns' / safe).as_uri()
+
+def experiment_id(name:str, # experiment name; created beside the store when missing
+                  client:Any=None, # an `MlflowClient` (default: one for `tracking_uri()`)
+                 ) -> str:
+    "The id of experiment `name`, created with its artifacts beside a sqlite store if missing (safe when processes race)"
+    client = client or _mlflow().MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == 'deleted': raise ValueError(f"experiment {name!r} is deleted; restore it or pick another name")
+        return exp.experiment_id
+    try: return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+    except Exception:
+        exp = client.get_experiment_by_name(name)  # another process created it first
+        if exp is None: raise
+        return exp.experiment_id
 
 # %% ../nbs/21_tracking.ipynb #6374f7d9
 _ENV_CACHE: dict = {}
@@ -101,11 +126,9 @@ def start_run(experiment:str|None=None,      # experiment name (default: `$MLFLO
                 stack = _active_run_stack.get()
                 if stack and stack[-1].info.run_id == job_run_id: stack.pop()
         return
-    if experiment is not None and active is None: mlflow.set_experiment(experiment)
+    if experiment is not None and active is None: mlflow.set_experiment(experiment_id=experiment_id(experiment))
     exp_id = None
-    if experiment is not None and active is not None:  # a child run may go to another experiment
-        exp = mlflow.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment)
+    if experiment is not None and active is not None: exp_id = experiment_id(experiment)  # a child run may go to another experiment
     with mlflow.start_run(run_name=run_name, nested=active is not None, experiment_id=exp_id) as run:
         _tag_run(run.info.run_id, data_fingerprint, tags)
         _log_params(run.info.run_id, params or {})
