@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The main job: trains on real MNIST digits, analyzes the data, exports a bundle, tracks it all in ./mlflow.db.
 demo: install
-	$(BIN)/python -m papermill nbs/tutorials/01_quickstart.ipynb runs/demo/01_quickstart.ipynb --cwd nbs/tutorials -k python3 --log-output
+	$(BIN)/mlopsnb run nbs/jobs/train_mnist.ipynb
 
 # Notebooks are the source: exporting and cleaning must leave the tree as committed.
 check-clean: install
@@ -39,8 +40,11 @@ nbtest: install
 pytest: install
 	$(BIN)/pytest -q -m "not slow and not cuda" tests
 
+# Notebooks as tests: every tutorial and job through `mlopsnb run`, two at a time, with each notebook's `# smoke:`
+# parameters (the quickstart has none: it runs in full and asserts its accuracy), in a throwaway store.
 notebooks: install
-	$(BIN)/python tools/run_notebooks.py
+	rm -rf _proc/nbruns
+	MLOPSNB_SMOKE=1 MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/_proc/nbruns/mlflow.db $(BIN)/mlopsnb run nbs/tutorials nbs/jobs -j 2 --out _proc/nbruns
 
 test: check-clean nbtest pytest notebooks
 

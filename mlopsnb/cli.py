@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
 
     r = sub.add_parser('run', help='run a parameterized notebook as a tracked job (a grid of jobs with --grid)')
-    r.add_argument('notebook', help='the .ipynb to run; its `parameters`-tagged cell is the contract')
+    r.add_argument('notebook', nargs='+', help='the .ipynb to run (its `parameters`-tagged cell is the contract); several notebooks or folders run as a batch')
     r.add_argument('-p', '--param', dest='params', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='set a parameter')
     r.add_argument('-f', '--params-file', dest='param_files', action='append', default=[], metavar='FILE', help='YAML file of parameters')
     r.add_argument('--grid', action='append', default=[], metavar='NAME=V1,V2', help='sweep a parameter; several --grid give the cartesian product')
