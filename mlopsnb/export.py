@@ -410,17 +410,15 @@ def log_bundle(bundle:str|Path|Bundle,        # bundle folder (or a loaded `Bund
     b.verify()  # never log a bundle that no longer reproduces its export
     x, _ = b.parity_samples()
     if b.kind == 'tabular':
-        ex = pd.DataFrame(x[:3])
         sig = None  # columns with missing values have no stable MLflow column type; the runtime validates inputs itself
     else:
-        ex = x[:3]
         sig = ModelSignature(inputs=Schema([TensorSpec(np.dtype(b.spec['input']['dtype']), (-1, *x.shape[1:]))]))
     code = str(Path(sys.modules['mlopsnb.bundle'].__file__))
     import importlib.metadata as md
     reqs = [f"numpy=={np.__version__}", f"onnxruntime=={md.version('onnxruntime')}", f"pillow=={md.version('pillow')}",
             f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"]
     ctx = contextlib.nullcontext(mlflow.active_run()) if mlflow.active_run() else start_run(run_name='bundle', data_fingerprint=b.spec.get('data_fingerprint'))
-    with ctx as run, warnings.catch_warnings():
+    with ctx, warnings.catch_warnings():
         warnings.simplefilter('ignore')  # MLflow nags about type hints: the bundle runtime validates inputs itself
         model = _pyfunc_model_class()()
         info = mlflow.pyfunc.log_model(name=name, python_model=model, artifacts={'bundle': str(path)},

@@ -1,6 +1,5 @@
 "`mlopsnb analyze` end to end in a subprocess: tables, image folders with bad files, exit code 2 on bad input, light import."
 import json, subprocess, sys
-from pathlib import Path
 
 import numpy as np
 import pytest

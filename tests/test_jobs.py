@@ -116,7 +116,7 @@ def test_ctrl_c_marks_the_run_killed(tmp_path):
     assert 'interrupted' in err
     (run,) = runs_of(tmp_path, 'sleep')
     assert run.info.status == 'KILLED' and run.data.metrics == {'started': 1.0}
-    kernel_pids = subprocess.run(['pgrep', '-f', f'ipykernel_launcher.*'], capture_output=True, text=True).stdout.split()
+    kernel_pids = subprocess.run(['pgrep', '-f', 'ipykernel_launcher.*'], capture_output=True, text=True).stdout.split()
     # the kernel of this job is gone (its connection file lived in the runtime dir; check no process has our run's cwd)
     for pid in kernel_pids:
         try: assert Path(f'/proc/{pid}/cwd').resolve() != tmp_path.resolve()

@@ -1,8 +1,7 @@
 """A training notebook executed by papermill writes plain progress lines (at most 5 per epoch), never
 carriage-return bars or HTML widgets: progress is detected from where the kernel runs, not from fastprogress."""
-import sys
 
-import nbformat, pytest
+import nbformat
 
 EPOCHS = 3
 CELLS = [

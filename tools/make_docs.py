@@ -17,6 +17,6 @@ for nb in sorted((ROOT / 'nbs').rglob('*.ipynb')):
     (out / rel).parent.mkdir(parents=True, exist_ok=True); (out / rel).write_text(html)
     pages.append(rel.as_posix())
 links = '\n'.join(f'<li><a href="{p}">{p[:-5]}</a></li>' for p in pages)
-(out / 'index.html').write_text(f'<!doctype html><title>mlopsnb</title><h1>mlopsnb</h1><ul>{links}</ul>') if 'index.html' not in pages else None
+# index.html is the README page (nbs/index.ipynb); pages.html lists every page
 (out / 'pages.html').write_text(f'<!doctype html><title>mlopsnb pages</title><h1>mlopsnb</h1><ul>{links}</ul>')
 print(f'{len(pages)} pages written to {out}')
