@@ -32,19 +32,20 @@ check-clean: install
 	after="$$(git status --porcelain; git diff | md5sum)"; \
 	if [ "$$before" != "$$after" ]; then echo "nbdev-export / nbdev-clean / make readme changed files: commit the result"; git status --porcelain; exit 1; fi
 	$(BIN)/ruff check mlopsnb --select F403,F405,F821
-	$(BIN)/python -c "import mlopsnb, mlopsnb.cli, sys; bad = {'torch', 'fastai', 'mlflow'} & set(sys.modules); assert not bad, bad"
+	$(BIN)/python -c "import mlopsnb, mlopsnb.cli, mlopsnb.jobs, mlopsnb.daemon, sys; bad = {'torch', 'fastai', 'mlflow'} & set(sys.modules); assert not bad, bad"
 
 nbtest: install
 	$(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(tutorials|jobs|mlruns|_proc|runs)$$'
 
 pytest: install
-	$(BIN)/pytest -q -m "not slow and not cuda" tests
+	MLOPSNB_DAEMON=0 $(BIN)/pytest -q -m "not slow and not cuda" tests
 
 # Notebooks as tests: every tutorial and job through `mlopsnb run`, two at a time, with each notebook's `# smoke:`
-# parameters (the quickstart has none: it runs in full and asserts its accuracy), in a throwaway store.
+# parameters (the quickstart has none: it runs in full and asserts its accuracy), in a throwaway store, without the
+# warm runner (a test run must leave no process behind; tests/test_daemon.py tests the runner).
 notebooks: install
 	rm -rf _proc/nbruns
-	MLOPSNB_SMOKE=1 MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/_proc/nbruns/mlflow.db $(BIN)/mlopsnb run nbs/tutorials nbs/jobs -j 2 --out _proc/nbruns
+	MLOPSNB_DAEMON=0 MLOPSNB_SMOKE=1 MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/_proc/nbruns/mlflow.db $(BIN)/mlopsnb run nbs/tutorials nbs/jobs -j 2 --out _proc/nbruns
 
 test: check-clean nbtest pytest notebooks
 

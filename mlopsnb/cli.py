@@ -24,6 +24,7 @@ COMMANDS = {
     'analyze': ('mlopsnb.analysis', 'analyze_command'),
     'predict': ('mlopsnb.bundle', 'predict_command'),
     'launch':  ('mlopsnb.distributed', 'launch_command'),
+    'daemon':  ('mlopsnb.daemon', 'daemon_command'),
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument('-n', '--nprocs', type=int, required=True, metavar='N')
     la.add_argument('target', metavar='SCRIPT_OR_NOTEBOOK')
     la.add_argument('args', nargs=argparse.REMAINDER)
+
+    dm = sub.add_parser('daemon', help='show, stop or start the warm job runner that makes `mlopsnb run` start fast')
+    dm.add_argument('action', nargs='?', choices=['status', 'stop', 'start'], default='status')
     return p
 
 def main(argv:Sequence[str]|None=None, # arguments (default: sys.argv[1:])

@@ -10,9 +10,8 @@ import contextlib, dataclasses, hashlib, importlib, importlib.metadata as import
 import subprocess, sys, tempfile, types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterator
+if TYPE_CHECKING: import numpy as np
 
 # %% auto #0
 __all__ = ['LazyModule', 'lazy_import', 'seed_everything', 'atomic_writer', 'atomic_write', 'fingerprint', 'git_info',
@@ -39,6 +38,7 @@ def seed_everything(seed:int=0,              # seed for python, numpy and torch 
                     deterministic:bool=False, # also force deterministic kernels (slower on GPU)
                    ) -> int:
     "Seed every RNG a training run touches; with `deterministic`, also pin cuDNN and torch to deterministic algorithms"
+    import numpy as np  # here, not at module level: `mlopsnb run` imports this module and needs no numpy
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
     seed = int(seed)
@@ -114,6 +114,7 @@ def _hash_path(p:Path, workers:int) -> str:
     return _hex(h)
 
 def _hash_array(a:np.ndarray) -> str:
+    import numpy as np
     h = _hasher()
     h.update(f'{a.dtype.str}|{a.shape}|'.encode())
     if a.dtype == object: h.update(json.dumps(a.tolist(), sort_keys=True, default=str).encode())
@@ -128,7 +129,7 @@ def fingerprint(obj:Any,         # a path (str/Path) to a file or folder, a Data
     if isinstance(obj, (bytes, bytearray, memoryview)): return _hex(hashlib.sha256(obj))
     mod = type(obj).__module__.split('.')[0]
     if mod == 'pandas':
-        import pandas as pd
+        import numpy as np, pandas as pd
         h = _hasher()
         if isinstance(obj, pd.Series): obj = obj.to_frame()
         h.update(json.dumps([[str(c), str(t)] for c, t in obj.dtypes.items()]).encode())  # names and dtypes matter
@@ -139,7 +140,7 @@ def fingerprint(obj:Any,         # a path (str/Path) to a file or folder, a Data
         import torch
         if t.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2): t = t.view(torch.uint8 if t.element_size()==1 else torch.int16)
         return _hash_array(t.numpy())  # same dtype/shape/bytes rule as numpy
-    if isinstance(obj, np.ndarray): return _hash_array(obj)
+    if (np := sys.modules.get("numpy")) is not None and isinstance(obj, np.ndarray): return _hash_array(obj)  # no numpy loaded: no array
     try: payload = json.dumps(obj, sort_keys=True)
     except TypeError: raise TypeError(f"fingerprint: don't know how to hash a {type(obj).__name__}") from None
     return _hex(hashlib.sha256(payload.encode()))

@@ -7,7 +7,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/jobs.html.md"""
 
 # %% ../nbs/40_jobs.ipynb #299c9a25
 from __future__ import annotations
-import ast, dataclasses, difflib, hashlib, itertools, json, os, re, signal, sys, threading, time, uuid
+import ast, dataclasses, difflib, hashlib, itertools, json, os, re, signal, sys, tempfile, threading, time, uuid, warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -16,8 +16,9 @@ from .core import atomic_write
 # %% auto #0
 __all__ = ['ParamError', 'NotebookParam', 'parse_params_source', 'notebook_params', 'notebook_sha', 'coerce_param',
            'check_params', 'full_params', 'job_param_sets', 'absolute_tracking_uri', 'cached_environment', 'JobResult',
-           'describe_error', 'run_notebook', 'run_jobs', 'run_grid', 'smoke_params', 'notebook_paths', 'summary_table',
-           'run_command', 'params_command', 'list_runs', 'runs_command']
+           'describe_error', 'kernel_environment', 'run_notebook', 'run_jobs', 'run_grid', 'smoke_params',
+           'notebook_paths', 'summary_table', 'RunPlan', 'plan_run', 'execute_plan', 'run_command', 'params_command',
+           'list_runs', 'runs_command']
 
 # %% ../nbs/40_jobs.ipynb #8f2e0578
 class ParamError(ValueError):
@@ -272,27 +273,23 @@ def job_param_sets(notebook:str|Path,               # the job notebook
     return sets
 
 # %% ../nbs/40_jobs.ipynb #c89ae51a
-def _default_tracking_uri() -> str:
-    try: from mlopsnb.tracking import tracking_uri
-    except ImportError:
-        uri = os.environ.get('MLFLOW_TRACKING_URI')
-        return uri or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve().as_posix()}"
-    return tracking_uri()
-
-def absolute_tracking_uri(uri:str|None=None, # a tracking URI (default: `mlopsnb.tracking.tracking_uri()`)
+def absolute_tracking_uri(uri:str|None=None,     # a tracking URI (default: `$MLFLOW_TRACKING_URI`, else `sqlite:///<cwd>/mlflow.db`)
+                          env:dict|None=None,     # environment to read `MLFLOW_TRACKING_URI` from (default: `os.environ`)
+                          cwd:str|Path|None=None, # folder relative paths resolve against (default: the current one)
                          ) -> str:
     "`uri` with any relative sqlite/file path made absolute, so a kernel in another folder writes to the same store"
-    uri = uri or _default_tracking_uri()
+    env, cwd = os.environ if env is None else env, Path(cwd or os.getcwd())
+    uri = uri or env.get('MLFLOW_TRACKING_URI') or f"sqlite:///{(cwd / 'mlflow.db').resolve().as_posix()}"  # the rule of `mlopsnb.tracking.tracking_uri`
     if uri.startswith('sqlite:///'):
         path, q, query = uri[len('sqlite:///'):].partition('?')
         if path and not path.startswith('/') and path != ':memory:':
-            return f"sqlite:///{(Path.cwd() / path).resolve().as_posix()}{q}{query}"
+            return f"sqlite:///{(cwd / path).resolve().as_posix()}{q}{query}"
         return uri
     if uri.startswith('file:'):
         path = uri[len('file:'):]
         if path.startswith('//'): return uri
-        return Path(path).resolve().as_uri()
-    if '://' not in uri: return Path(uri).resolve().as_uri()  # a plain folder: the file store
+        return (cwd / path).resolve().as_uri()
+    if '://' not in uri: return (cwd / uri).resolve().as_uri()  # a plain folder: the file store
     return uri
 
 # %% ../nbs/40_jobs.ipynb #bae8f343
@@ -360,11 +357,11 @@ def _job_key(nb_sha:str, params:dict, env_hash:str, data_fp:str|None) -> str:
     payload = {'notebook_sha': nb_sha, 'params': {k: _param_str(v) for k, v in sorted(params.items())}, 'env_hash': env_hash, 'data': data_fp}
     return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
 
-def _data_fingerprint(params:dict) -> str|None:
+def _data_fingerprint(params:dict, cwd:str|Path='.') -> str|None:
     "Fingerprint of the existing files/folders that string parameters point to (None when there are none)"
     from mlopsnb.core import fingerprint
-    fps = {k: fingerprint(v) for k, v in sorted(params.items())
-           if isinstance(v, str) and v and len(v) < 4096 and os.path.exists(v)}
+    fps = {k: fingerprint(Path(cwd) / v) for k, v in sorted(params.items())
+           if isinstance(v, str) and v and len(v) < 4096 and os.path.exists(Path(cwd) / v)}
     return fingerprint(fps) if fps else None
 
 def _failed_cell_info(cells:list, cell_index:int) -> tuple[int, str]:
@@ -396,7 +393,11 @@ def _kernel_manager():
     "An AsyncKernelManager whose kernel is `sys.executable -m ipykernel_launcher`, whatever kernelspecs are installed"
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
-    km = AsyncKernelManager(kernel_name='mlopsnb-python')
+    # IPC (Unix sockets in a private folder) instead of TCP on localhost: no ports to pick, nothing other users can reach
+    ipc = Path(tempfile.gettempdir()) / f'mlopsnb-ipc-{os.getuid()}' if hasattr(os, 'getuid') else None
+    if ipc is not None: ipc.mkdir(mode=0o700, exist_ok=True)
+    km = (AsyncKernelManager(kernel_name='mlopsnb-python', transport='ipc', ip=str(ipc / f'k{uuid.uuid4().hex[:12]}')) if ipc is not None
+          else AsyncKernelManager(kernel_name='mlopsnb-python'))
     # Pinning the spec here (instead of looking up 'python3') is the fix for a user-level kernelspec that points
     # at another interpreter. The in-memory history avoids contention on ~/.ipython's sqlite between parallel jobs.
     km._kernel_spec = KernelSpec(argv=[sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}',
@@ -404,9 +405,72 @@ def _kernel_manager():
                                  display_name=f'Python ({sys.executable})', language='python', resource_dir='')
     return km
 
+def _start_kernel(env:dict, cwd:str):
+    "A started kernel manager (the kernel process is launched; it may still be booting)"
+    from jupyter_core.utils import run_sync
+    km = _kernel_manager()
+    run_sync(km.start_kernel)(env=env, cwd=cwd)
+    return km
+
+def _stop_kernel(km):
+    "Kill the kernel and release its ports and connection file"
+    from jupyter_core.utils import run_sync
+    try: run_sync(km.shutdown_kernel)(now=True)
+    except Exception:
+        proc = getattr(getattr(km, 'provisioner', None), 'process', None)
+        if proc is not None and proc.poll() is None: proc.kill()
+
+_SCOPED_ENV = ('MLFLOW_', 'MLOPSNB_')  # set per job inside the kernel; everything else is the kernel's launch environment
+
+def kernel_environment(env:dict|None=None, # the caller's environment (default: `os.environ`)
+                      ) -> dict:
+    "The environment a job's kernel is launched with: `env` without the per-job MLflow variables the runner sets"
+    env = dict(os.environ if env is None else env)
+    for k in ('MLFLOW_RUN_ID', 'MLOPSNB_RUN_ID', 'MLFLOW_EXPERIMENT_ID', 'MLFLOW_EXPERIMENT_NAME', 'MLOPSNB_JOB_OUT'): env.pop(k, None)
+    env.update(MLOPSNB_JOB='1', PYTHONUNBUFFERED='1')
+    return env
+
+# %% ../nbs/40_jobs.ipynb #4ed54d64
+_CLIENTS:dict = {}  # uri -> (client, store stamp), least recently used first
+_CLIENTS_LOCK = threading.Lock()
+_MAX_CLIENTS = 16   # a long-lived runner meets many stores (one per test folder): keep the recent ones open
+
+def _sqlite_path(uri:str) -> Path|None:
+    if not uri.startswith('sqlite:///'): return None
+    p = uri[len('sqlite:///'):].partition('?')[0]
+    return None if not p or p == ':memory:' else Path(p)
+
+def _store_stamp(uri:str):
+    "Identity of the store's sqlite file (device, inode), None when there is none yet or the store isn't sqlite"
+    p = _sqlite_path(uri)
+    try: return None if p is None else (lambda st: (st.st_dev, st.st_ino))(p.stat())
+    except OSError: return None
+
+def _forget_store(uri:str):
+    "Drop MLflow's cached store and SQLAlchemy engine for `uri`, so the next client opens the file anew"
+    try:
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+        TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        with SqlAlchemyStore._engine_map_lock: eng = SqlAlchemyStore._engine_map.pop(uri, None)
+        if eng is not None: eng.dispose()
+    except (ImportError, AttributeError) as e:  # MLflow moved its caches: say so rather than write into a stale file
+        warnings.warn(f"mlopsnb could not reset MLflow's store cache for {uri} ({e!r}); restart the runner after replacing the file")
+
 def _mlflow_client(uri:str):
+    "The process's MlflowClient for `uri` (built once; rebuilt when the store's sqlite file was replaced)"
+    _quiet_imports()
     from mlflow.tracking import MlflowClient
-    return MlflowClient(tracking_uri=uri)
+    with _CLIENTS_LOCK:
+        hit, stamp = _CLIENTS.pop(uri, None), _store_stamp(uri)
+        if hit is not None and (_sqlite_path(uri) is None or (stamp is not None and hit[1] == stamp)):
+            _CLIENTS[uri] = hit  # now the most recently used
+            return hit[0]
+        if hit is not None: _forget_store(uri)
+        while len(_CLIENTS) >= _MAX_CLIENTS: _forget_store(next(iter(_CLIENTS))); _CLIENTS.pop(next(iter(_CLIENTS)))
+        c = MlflowClient(tracking_uri=uri)
+        _CLIENTS[uri] = (c, _store_stamp(uri))
+        return c
 
 def _experiment_id(client, name:str) -> str:
     "The id of experiment `name`, created beside the store if missing (safe when parallel jobs race to create it)"
@@ -422,12 +486,11 @@ def _retry(fn:Callable, *args, tries:int=8, **kwargs):
             if 'locked' not in str(e).lower() or i == tries - 1: raise
             time.sleep(0.05 * 2 ** i)
 
-# %% ../nbs/40_jobs.ipynb #4ed54d64
-def _kernel_begin(spec:str, # JSON from the runner: uri, experiment, notebook, notebook_sha, params, data_fp, reuse, out_dir, run_name
-                 ) -> str:
-    "Run inside the job's kernel: create (or find, with reuse) the job's MLflow run and point this kernel's MLflow at it"
-    s = json.loads(spec)
-    info, env_hash = cached_environment(Path(s['notebook']).parent)
+# %% ../nbs/40_jobs.ipynb #f5944415
+def _begin_run(s:dict, # the job spec: uri, experiment, notebook, notebook_abs, notebook_sha, params, data_fp, reuse, out_dir, run_name, cwd
+              ) -> dict:
+    "In the runner: create (or, with `reuse`, find) the job's MLflow run and its output folder"
+    info, env_hash = cached_environment(Path(s['notebook_abs']).parent)
     key = _job_key(s['notebook_sha'], s['params'], env_hash, s['data_fp'])
     client = _mlflow_client(s['uri'])
     exp_id = _retry(_experiment_id, client, s['experiment'])
@@ -436,55 +499,58 @@ def _kernel_begin(spec:str, # JSON from the runner: uri, experiment, notebook, n
                       order_by=['attributes.start_time DESC'], max_results=1)
         if prev:
             r = prev[0]
-            return json.dumps({'reused': True, 'run_id': r.info.run_id, 'experiment_id': exp_id, 'metrics': dict(r.data.metrics),
-                               'output': r.data.tags.get('mlopsnb.output'), 'executable': r.data.tags.get('mlopsnb.kernel_executable')})
+            return {'reused': True, 'run_id': r.info.run_id, 'experiment_id': exp_id, 'metrics': dict(r.data.metrics),
+                    'output': r.data.tags.get('mlopsnb.output'), 'executable': r.data.tags.get('mlopsnb.kernel_executable')}
     git = info.get('git') or {}
     tags = {'mlopsnb.git_sha': str(git.get('sha')), 'mlopsnb.git_dirty': str(git.get('dirty')), 'mlopsnb.env_hash': env_hash,
             'mlopsnb.notebook': s['notebook'], 'mlopsnb.notebook_sha': s['notebook_sha'], 'mlopsnb.job_key': key,
-            'mlopsnb.kernel_executable': sys.executable, 'mlopsnb.job_token': s['token'], 'mlflow.source.name': s['notebook'], 'mlflow.source.type': 'NOTEBOOK'}
+            'mlflow.source.name': s['notebook'], 'mlflow.source.type': 'NOTEBOOK'}
     if git.get('sha'): tags['mlflow.source.git.commit'] = git['sha']
     if s['data_fp']: tags['mlopsnb.data_fingerprint'] = s['data_fp']
     run = _retry(client.create_run, exp_id, run_name=s['run_name'], tags=tags)
     run_id = run.info.run_id
-    out = Path(s['out_dir'] or Path('runs') / f"{Path(s['notebook']).stem}-{run_id[:8]}").resolve()
+    out = Path(s['out_dir'] or Path(s['cwd']) / 'runs' / f"{Path(s['notebook']).stem}-{run_id[:8]}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     from mlflow.entities import Param, RunTag
     _retry(client.log_batch, run_id, params=[Param(k, v) for k, v in s['params'].items()], tags=[RunTag('mlopsnb.output', str(out))])
     _retry(client.log_text, run_id, json.dumps(info, indent=1, default=str), 'environment.json')
-    # mlflow.start_run() consumes MLFLOW_RUN_ID (it deletes it from os.environ); MLOPSNB_RUN_ID stays for our own code
-    os.environ.update({'MLFLOW_RUN_ID': run_id, 'MLOPSNB_RUN_ID': run_id, 'MLFLOW_EXPERIMENT_ID': exp_id,
-                       'MLFLOW_TRACKING_URI': s['uri'], 'MLOPSNB_JOB_OUT': str(out)})
-    return json.dumps({'reused': False, 'run_id': run_id, 'experiment_id': exp_id, 'out_dir': str(out), 'executable': sys.executable})
+    return {'reused': False, 'run_id': run_id, 'experiment_id': exp_id, 'out_dir': str(out)}
 
-def _end_fluent_runs(run_id:str, status:str):
-    "End the notebook's active mlflow runs so that no atexit `end_run` later overwrites the job's status"
-    mlflow = sys.modules.get('mlflow')
-    if mlflow is None: return
-    while (r := mlflow.active_run()) is not None:
-        mlflow.end_run(status=status if r.info.run_id == run_id else 'FINISHED')
+def _attach_code(env:dict, cwd:str) -> str:
+    "Code run silently in the kernel before the first cell: the job's MLflow/mlopsnb variables and the caller's folder"
+    return (f"def __mlopsnb_attach(env, cwd):\n"
+            f"    import os\n"
+            f"    for k in [k for k in os.environ if k.startswith({_SCOPED_ENV!r})]: del os.environ[k]\n"
+            f"    os.environ.update(env)\n"
+            f"    os.chdir(cwd); os.environ['PWD'] = cwd\n"
+            f"__mlopsnb_attach({env!r}, {cwd!r}); del __mlopsnb_attach\n")
 
-def _kernel_end(spec:str, # JSON from the runner: uri, run_id, status, error, output
-               ) -> str:
-    "Run inside the job's kernel: log the executed notebook and the error, end the run, return its metrics as JSON"
-    s = json.loads(spec)
-    _end_fluent_runs(s['run_id'], s['status'])
-    client = _mlflow_client(s['uri'])
-    return json.dumps(_end_run(client, s['run_id'], s['status'], s['error'], s['output']))
+def _detach_code(run_id:str, status:str) -> str:
+    "Code run silently in the kernel after the last cell: end the notebook's active MLflow runs (flushing async logging)"
+    return (f"def __mlopsnb_detach(run_id, status):\n"
+            f"    import sys\n"
+            f"    mlflow = sys.modules.get('mlflow')\n"
+            f"    while mlflow is not None and (r := mlflow.active_run()) is not None:\n"
+            f"        mlflow.end_run(status=status if r.info.run_id == run_id else 'FINISHED')\n"
+            f"__mlopsnb_detach({run_id!r}, {status!r}); del __mlopsnb_detach\n")
 
-def _end_run(client, run_id:str, status:str, error:str|None, output:str|None) -> dict:
+def _end_run(client, run_id:str, status:str, error:str|None, output:str|None, tags:dict|None=None) -> dict:
     "Tag the error, log the executed notebook, end the run with `status`; return the run's metrics"
+    from mlflow.entities import RunTag
     try:
-        if error: _retry(client.set_tag, run_id, 'mlopsnb.error', error[:5000])
+        tags = {**(tags or {}), **({'mlopsnb.error': error[:5000]} if error else {})}
+        if tags: _retry(client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         if output and Path(output).exists(): _retry(client.log_artifact, run_id, output)
         return dict(_retry(client.get_run, run_id).data.metrics)
     finally: _retry(client.set_terminated, run_id, status)
 
-# %% ../nbs/40_jobs.ipynb #1a571b06
+# %% ../nbs/40_jobs.ipynb #64b4ad50
 class _Job:
     "State of one running job, shared between the thread executing it and the thread watching it"
     def __init__(self):
-        self.out_path, self.km, self.nb_man, self.kill_reason, self.begin, self.end = None, None, None, None, None, None
-        self.spec, self.describe, self.end_error, self._last_save = {}, None, None, 0.0
+        self.out_path, self.km, self.nb_man, self.kill_reason, self.begin, self.attached = None, None, None, None, None, None
+        self.spec, self.describe, self.begin_error, self._last_save = {}, None, None, 0.0
+        self.begin_thread, self.kernel_env, self.status = None, {}, None
         self.t0, self.timings = time.time(), {}
         self.lock = threading.Lock()
 
@@ -506,41 +572,54 @@ class _Job:
         atomic_write(self.out_path, nbformat.writes(self.nb_man.nb))
         self._last_save = time.time()
 
+    def wait_begin(self) -> dict:
+        "The run `_begin_run` created (waits for its thread); raises what it raised"
+        if self.begin_thread is not None: self.begin_thread.join()
+        if self.begin_error is not None: raise self.begin_error
+        return self.begin
+
 class _KernelCallError(RuntimeError): pass
 
 def _make_engine():
-    "A papermill engine that runs on our kernel manager and wraps the cells in `_kernel_begin`/`_kernel_end`"
+    "A papermill engine that runs on our kernel manager and attaches the kernel to the job's run around the cells"
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.log import logger
 
     class _Client(PapermillNotebookClient):
-        def _call(self, fn:str, spec:dict) -> dict:
-            expr = f"__import__('mlopsnb.jobs', fromlist=['_']).{fn}({json.dumps(spec)!r})"
-            reply = self.wait_for_reply(self.kc.execute('', silent=True, store_history=False, user_expressions={'r': expr}))
-            r = reply['content'].get('user_expressions', {}).get('r', {})
-            if r.get('status') != 'ok':
-                raise _KernelCallError(f"{fn} failed in the kernel: {r.get('ename')}: {r.get('evalue')}")
-            return json.loads(ast.literal_eval(r['data']['text/plain']))
+        def _silent(self, code:str, expr:str|None=None):
+            "Execute `code` silently in the kernel and return `expr`'s value (a string)"
+            reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False, user_expressions={'r': expr} if expr else {}))
+            c = reply['content']
+            if c.get('status') != 'ok': raise _KernelCallError(f"{c.get('ename')}: {c.get('evalue')}")
+            if not expr: return None
+            r = c.get('user_expressions', {}).get('r', {})
+            if r.get('status') != 'ok': raise _KernelCallError(f"{r.get('ename')}: {r.get('evalue')}")
+            return ast.literal_eval(r['data']['text/plain'])
 
         def papermill_execute_cells(self):
             job = self.mlopsnb_job
             job.mark('kernel_ready')
-            job.begin = self._call('_kernel_begin', job.spec)
+            b = job.wait_begin()
             job.mark('run_created')
-            if job.begin['reused']: return
-            job.out_path = Path(job.begin['out_dir']) / Path(job.spec['notebook']).name
+            if b['reused']: return
+            job.out_path = Path(b['out_dir']) / Path(job.spec['notebook']).name
+            env = {k: v for k, v in job.kernel_env.items() if k.startswith(_SCOPED_ENV)}
+            env.update(MLFLOW_RUN_ID=b['run_id'], MLOPSNB_RUN_ID=b['run_id'], MLFLOW_EXPERIMENT_ID=b['experiment_id'],
+                       MLFLOW_TRACKING_URI=job.spec['uri'], MLOPSNB_JOB_OUT=b['out_dir'])
+            # mlflow.start_run() consumes MLFLOW_RUN_ID (it deletes it from os.environ); MLOPSNB_RUN_ID stays for our own code
+            try: job.attached = self._silent(_attach_code(env, job.spec['cwd']), "__import__('sys').executable")
+            except _KernelCallError as e: raise _KernelCallError(f"could not attach the kernel to run {b['run_id']}: {e}") from None
+            job.mark('attached')
             try: super().papermill_execute_cells()
             finally:
                 job.mark('cells_done')
-                if job.kill_reason is None:  # the kernel is alive: end the run from inside it
+                if job.kill_reason is None:
                     job.describe = describe_error(json.loads(_nb_json(job)))
-                    status = 'FAILED' if job.describe else 'FINISHED'
-                    job.save(force=True)
-                    try: job.end = self._call('_kernel_end', {'uri': job.spec['uri'], 'run_id': job.begin['run_id'], 'status': status,
-                                                             'error': job.describe[1] if job.describe else None, 'output': str(job.out_path)})
-                    except Exception as e: job.end_error = e  # the runner ends the run instead
-                    job.mark('run_ended')
+                    job.status = 'FAILED' if job.describe else 'FINISHED'
+                    try: self._silent(_detach_code(b['run_id'], job.status))
+                    except Exception: pass  # a dead kernel: nothing of it can overwrite the status any more
+                    job.mark('detached')
 
     class MlopsnbEngine(NBClientEngine):
         @classmethod
@@ -560,7 +639,7 @@ def _nb_json(job:_Job) -> str:
     import nbformat
     return nbformat.writes(job.nb_man.nb)
 
-# %% ../nbs/40_jobs.ipynb #f5944415
+# %% ../nbs/40_jobs.ipynb #91c6d633
 def _dead_cell(nb:dict) -> tuple[int, str]|None:
     "The cell that was running when the kernel died: the last one papermill gave a start time"
     cells, last = nb.get('cells', []), None
@@ -569,15 +648,6 @@ def _dead_cell(nb:dict) -> tuple[int, str]|None:
     if last is None: return None
     idx, src = _failed_cell_info(cells, last)
     return idx, next((l.strip() for l in src.splitlines() if l.strip()), '')
-
-def _find_run_by_token(uri:str, spec:dict) -> str|None:
-    try:
-        c = _mlflow_client(uri)
-        exp = c.get_experiment_by_name(spec['experiment'])
-        if exp is None: return None
-        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`mlopsnb.job_token` = '{spec['token']}'", max_results=1)
-        return runs[0].info.run_id if runs else None
-    except Exception: return None
 
 def _run_slug(params:dict) -> str:
     s = ','.join(f'{k}={v}' for k, v in params.items())
@@ -589,39 +659,47 @@ def run_notebook(nb:str|Path,                   # the job notebook
                  timeout:float|None=None,       # seconds the whole job may take; the kernel is killed after
                  experiment:str|None=None,      # MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or the notebook's name)
                  reuse:bool=False,              # return a matching FINISHED run instead of executing again
-                 stream:bool=False,             # echo the notebook's stdout/stderr while it runs
+                 stream:bool|Any=False,         # echo the notebook's stdout/stderr while it runs: True (sys.stdout/stderr), a file or a (stdout, stderr) pair
                  tracking_uri:str|None=None,    # MLflow store (default: `mlopsnb.tracking.tracking_uri()`)
                  run_name:str|None=None,        # MLflow run name (default: the notebook's name and the given params)
-                 job:_Job|None=None,            # internal: a handle `run_grid` uses to kill the job
+                 env:dict|None=None,            # environment of the kernel (default: `os.environ`)
+                 cwd:str|Path|None=None,        # folder the kernel runs in and relative paths resolve against (default: the current one)
+                 job:_Job|None=None,            # internal: a handle `run_jobs` uses to kill the job
                  cancel:threading.Event|None=None, # internal: set when the user interrupted the batch
+                 kernels:Any=None,              # internal: a pool of warm kernels (`mlopsnb.daemon.KernelPool`)
                 ) -> JobResult:
     "Execute notebook `nb` with papermill as one tracked MLflow run and return what happened"
     t0 = time.time()
     _quiet_imports()
+    env = dict(os.environ if env is None else env)
+    cwd = str(Path(cwd or os.getcwd()).resolve())
     nb_path = Path(nb)
-    nb_json = _read_nb(nb_path)
+    nb_abs = nb_path if nb_path.is_absolute() else Path(cwd) / nb_path
+    nb_json = _read_nb(nb_abs)
     contract = notebook_params(nb_json)
     given = check_params(contract, dict(params or {}), nb_path)  # raises ParamError before any kernel starts
     allp = full_params(contract, given)
-    uri = absolute_tracking_uri(tracking_uri)
+    uri = absolute_tracking_uri(tracking_uri, env=env, cwd=cwd)
     job = job or _Job()
     job.t0 = t0
     res = JobResult(str(nb_path), given, 'FAILED', tracking_uri=uri, timings=job.timings)
-    job.spec = {'uri': uri, 'experiment': experiment or os.environ.get('MLFLOW_EXPERIMENT_NAME') or nb_path.stem,
-                'notebook': nb_path.as_posix(), 'notebook_sha': notebook_sha(nb_json), 'params': {k: _param_str(v) for k, v in allp.items()},
-                'data_fp': _data_fingerprint(allp), 'reuse': reuse, 'out_dir': str(Path(out_dir).resolve()) if out_dir is not None else None,
-                'run_name': run_name or (f"{nb_path.stem} {_run_slug(given)}" if given else nb_path.stem),
-                'token': uuid.uuid4().hex}  # finds the run if the kernel dies before telling us its id
+    job.spec = {'uri': uri, 'experiment': experiment or env.get('MLFLOW_EXPERIMENT_NAME') or nb_path.stem, 'cwd': cwd,
+                'notebook': nb_path.as_posix(), 'notebook_abs': str(nb_abs), 'notebook_sha': notebook_sha(nb_json),
+                'params': {k: _param_str(v) for k, v in allp.items()}, 'data_fp': _data_fingerprint(allp, cwd), 'reuse': reuse,
+                'out_dir': str((Path(cwd) / out_dir).resolve()) if out_dir is not None else None,
+                'run_name': run_name or (f"{nb_path.stem} {_run_slug(given)}" if given else nb_path.stem)}
     if cancel is not None and cancel.is_set(): return dataclasses.replace(res, status='KILLED', error='interrupted before it started')
 
-    # start the kernel first: it boots while we import papermill
-    from jupyter_core.utils import run_sync
-    kernel_env = {**os.environ, 'MLFLOW_TRACKING_URI': uri, 'MLOPSNB_JOB': '1', 'PYTHONUNBUFFERED': '1'}
-    for k in ('MLFLOW_RUN_ID', 'MLOPSNB_RUN_ID', 'MLFLOW_EXPERIMENT_ID', 'MLFLOW_EXPERIMENT_NAME'): kernel_env.pop(k, None)
-    job.km = _kernel_manager()
-    timer = None
+    def begin():
+        try: job.begin = _begin_run(job.spec)
+        except BaseException as e: job.begin_error = e
+    job.begin_thread = threading.Thread(target=begin, name='mlopsnb-begin-run', daemon=True)
+    job.begin_thread.start()  # MLflow (import, store, run) in parallel with the kernel's boot
+    job.kernel_env = kernel_environment(env)
+    timer, err, exit_code = None, None, None
     try:
-        run_sync(job.km.start_kernel)(env=kernel_env, cwd=os.getcwd())
+        job.km = kernels.take(job.kernel_env, cwd) if kernels is not None else None  # a warm kernel launched with this environment
+        if job.km is None: job.km = _start_kernel(job.kernel_env, cwd)
         job.mark('kernel_launched')
         if timeout is not None:
             timer = threading.Timer(max(0.0, timeout - (time.time() - t0)), job.kill, args=(f"timed out after {timeout:g} s (--timeout)",))
@@ -631,45 +709,48 @@ def run_notebook(nb:str|Path,                   # the job notebook
         _make_engine()
         job.mark('papermill_imported')
         logging.getLogger('papermill').setLevel(logging.ERROR)  # its 'unknown parameter' guess misreads `int | None`; we checked already
-        err = None
+        out_f, err_f = ((sys.stdout, sys.stderr) if stream is True else tuple(stream) if isinstance(stream, (tuple, list))
+                        else (stream, stream) if stream else (None, None))
         try:
-            pm.execute_notebook(str(nb_path), None, parameters=given, engine_name='mlopsnb', kernel_name='python3', language='python',
-                                progress_bar=False, log_output=False, stdout_file=sys.stdout if stream else None,
-                                stderr_file=sys.stderr if stream else None, mlopsnb_job=job, start_timeout=120)
+            pm.execute_notebook(str(nb_abs), None, parameters=given, engine_name='mlopsnb', kernel_name='python3', language='python',
+                                progress_bar=False, log_output=False, stdout_file=out_f, stderr_file=err_f, mlopsnb_job=job, start_timeout=120)
         except PapermillExecutionError: pass  # described from the notebook
-        except Exception as e: err = e  # a dead kernel (DeadKernelError), a kernel that never started, a failed _kernel_begin, ...
+        except Exception as e: err = e  # a dead kernel (DeadKernelError), a kernel that never started, a failed run creation, ...
+    except Exception as e: err = err or e  # the kernel could not be launched
     finally:
         if timer is not None: timer.cancel()
         proc = getattr(getattr(job.km, 'provisioner', None), 'process', None)
         exit_code = proc.poll() if proc is not None else None  # before shutdown forgets the process
-        try: run_sync(job.km.shutdown_kernel)(now=True)
-        except Exception: job.kill(None)
+        if job.km is not None:
+            if kernels is not None: kernels.retire(job.km)  # stopped in the background: the result is ready now
+            else: _stop_kernel(job.km)
         job.mark('kernel_shutdown')
-    b = job.begin or {}
-    res.run_id, res.experiment_id, res.kernel_executable = b.get('run_id'), b.get('experiment_id'), b.get('executable')
+    try: b = job.wait_begin()
+    except BaseException as e: b, err = {}, err or e
+    res.run_id, res.experiment_id = b.get('run_id'), b.get('experiment_id')
+    res.kernel_executable = job.attached or b.get('executable')
     if b.get('reused'):
         return dataclasses.replace(res, status='FINISHED', reused=True, metrics=b['metrics'], output=b['output'], duration=time.time() - t0)
     res.output = str(job.out_path) if job.out_path else None
-    if job.kill_reason and job.end is None:
+    if job.kill_reason and job.status is None:
         nbd = json.loads(_nb_json(job)) if job.nb_man is not None else {}
         dead = _dead_cell(nbd)
         where = f" while running cell {dead[0]}: {dead[1]}" if dead else ''
         res.status = 'KILLED' if job.kill_reason == 'interrupted' else 'FAILED'
         res.error, res.error_cell = f"{job.kill_reason}{where}; the kernel was killed", dead[0] if dead else None
     elif job.describe is not None: res.status = 'FAILED'; res.error_cell, res.error = job.describe
-    elif err is not None or job.end is None:
+    elif err is not None or job.status is None:
         nbd = json.loads(_nb_json(job)) if job.nb_man is not None else {}
-        dead = _dead_cell(nbd)
+        dead = _dead_cell(nbd) if job.attached else None
         if dead: res.error, res.error_cell = f"the kernel died (exit code {exit_code}) while running cell {dead[0]}: {dead[1]}", dead[0]
-        else: res.error = f"{type(err).__name__}: {err}" if err is not None else f"could not end the run in the kernel: {job.end_error}"
+        else: res.error = f"{type(err).__name__}: {err}" if err is not None else "the job ended without a status"
         res.status = 'FAILED'
     else: res.status = 'FINISHED'
-    if res.run_id is None:
-        res.run_id = _find_run_by_token(uri, job.spec)  # killed while `_kernel_begin` ran: the run may exist already
-    if job.end is not None: res.metrics = job.end
-    elif res.run_id is not None:  # the kernel is gone: end the run from here (this is the only place the runner imports mlflow)
+    if res.run_id is not None:
         if job.nb_man is not None and job.out_path is not None: job.save(force=True)
-        res.metrics = _end_run(_mlflow_client(uri), res.run_id, res.status, res.error, res.output)
+        tags = {'mlopsnb.kernel_executable': res.kernel_executable} if res.kernel_executable else {}
+        res.metrics = _end_run(_mlflow_client(uri), res.run_id, res.status, res.error, res.output, tags)
+    job.mark('run_ended')
     res.duration = time.time() - t0
     return res
 
@@ -682,44 +763,52 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
              reuse:bool=False,            # skip jobs matching a FINISHED run
              progress:bool=True,          # a tqdm bar on stderr
              tracking_uri:str|None=None,  # MLflow store
-             stream:bool=False,           # echo the notebooks' output (sensible for one job)
+             stream:bool|Any=False,       # echo the notebooks' output (sensible for one job): True, a file or a (stdout, stderr) pair
+             env:dict|None=None,          # environment of the kernels (default: `os.environ`)
+             cwd:str|Path|None=None,      # folder the kernels run in and relative paths resolve against
+             progress_file:Any=None,      # where the progress bar goes (default: sys.stderr)
+             cancel:threading.Event|None=None, # set it to stop every job (as Ctrl-C does): their runs end KILLED
+             kernels:Any=None,            # a pool of warm kernels (`mlopsnb.daemon.KernelPool`)
             ) -> list[JobResult]:
     "Run every `(notebook, params)` job, `jobs` in parallel; results in the order of `specs`"
     from concurrent.futures import ThreadPoolExecutor
     if jobs < 1: raise ParamError(f"-j must be at least 1, got {jobs}")
     _quiet_imports()
+    env, cwd = dict(os.environ if env is None else env), str(Path(cwd or os.getcwd()).resolve())
     contracts = {}
     checked = []
     for nb, p in specs:  # all errors before any kernel
         nb = Path(nb)
-        if nb not in contracts: contracts[nb] = notebook_params(nb)
+        if nb not in contracts: contracts[nb] = notebook_params(nb if nb.is_absolute() else Path(cwd) / nb)
         checked.append((nb, check_params(contracts[nb], dict(p or {}), nb)))
-    uri = absolute_tracking_uri(tracking_uri)
+    uri = absolute_tracking_uri(tracking_uri, env=env, cwd=cwd)
     if uri.startswith('sqlite:////'): Path(uri[len('sqlite:///'):].partition('?')[0]).parent.mkdir(parents=True, exist_ok=True)
-    exps = [experiment or os.environ.get('MLFLOW_EXPERIMENT_NAME') or nb.stem for nb, _ in checked]
+    exps = [experiment or env.get('MLFLOW_EXPERIMENT_NAME') or nb.stem for nb, _ in checked]
     if len(checked) > 1:  # create the store and experiments once, not in racing threads (one job overlaps this with kernel start)
         c = _mlflow_client(uri)
         for e in dict.fromkeys(exps): _retry(_experiment_id, c, e)
-    cancel, handles = threading.Event(), [_Job() for _ in checked]
+    cancel, handles = cancel or threading.Event(), [_Job() for _ in checked]
     results:list = [None] * len(checked)
     multi_nb = len(contracts) > 1
     def one(i):
         nb, p = checked[i]
         sub = f"{i:03d}-{nb.stem + ('-' if p else '') if multi_nb else ''}{_run_slug(p) if p or not multi_nb else ''}"
-        od = None if out_dir is None else (Path(out_dir) / sub if len(checked) > 1 else Path(out_dir))
-        try: return run_notebook(nb, p, od, timeout, exps[i], reuse, stream=stream, tracking_uri=uri, job=handles[i], cancel=cancel)
+        od = None if out_dir is None else (Path(cwd) / out_dir / sub if len(checked) > 1 else Path(cwd) / out_dir)
+        try: return run_notebook(nb, p, od, timeout, exps[i], reuse, stream=stream, tracking_uri=uri, env=env, cwd=cwd,
+                                 job=handles[i], cancel=cancel, kernels=kernels)
         except Exception as e: return JobResult(str(nb), p, 'FAILED', error=f"{type(e).__name__}: {e}")
     bar = None
     if progress:
         from tqdm.auto import tqdm
         name = checked[0][0].name if not multi_nb else f"{len(contracts)} notebooks"
-        bar = tqdm(total=len(checked), desc=f"jobs ({name})", unit='job', file=sys.stderr)
+        bar = tqdm(total=len(checked), desc=f"jobs ({name})", unit='job', file=progress_file or sys.stderr)
     ex = ThreadPoolExecutor(max_workers=jobs)
     futs = {}
     try:
         futs = {ex.submit(one, i): i for i in range(len(checked))}
         pending = set(futs)
         while pending:  # poll, so that Ctrl-C reaches the main thread
+            if cancel.is_set(): raise KeyboardInterrupt
             done = {f for f in pending if f.done()}
             for f in done:
                 results[futs[f]] = f.result()
@@ -807,57 +896,96 @@ def summary_table(results:list[JobResult], # from `run_grid`
     return _table(rows, ['#', *(['notebook'] if nbcol else []), *pnames, 'status', *mnames, 'time', 'run id'])
 
 # %% ../nbs/40_jobs.ipynb #a8fa23e1
-def _err(msg:str) -> None: print(msg, file=sys.stderr, flush=True)
+def _err(msg:str, file:Any=None) -> None: print(msg, file=file or sys.stderr, flush=True)
+
+@dataclasses.dataclass
+class RunPlan:
+    "A checked `mlopsnb run`: the jobs and their options, resolved against the caller's folder and environment"
+    specs:list                   # [notebook path as given, coerced params] per job
+    jobs:int = 1                 # jobs at a time
+    out:str|None = None          # --out
+    timeout:float|None = None    # --timeout, per job
+    experiment:str|None = None   # --experiment
+    reuse:bool = False           # --reuse
+    many:bool = False            # a batch or grid: progress bar and summary table instead of one job's stream
+    cwd:str = '.'                # the caller's folder
+    env:dict = dataclasses.field(default_factory=dict) # the caller's environment
+
+def plan_run(args,                   # parsed `mlopsnb run` arguments: notebook, params, param_files, grid, jobs, out, timeout, experiment, reuse
+             env:dict|None=None,     # the caller's environment (default: `os.environ`)
+             cwd:str|Path|None=None, # the caller's folder (default: the current one)
+            ) -> RunPlan:
+    "Check every notebook and parameter of `mlopsnb run` (raises `ParamError`) without starting anything"
+    env, cwd = dict(os.environ if env is None else env), str(Path(cwd or os.getcwd()).resolve())
+    smoke = env.get('MLOPSNB_SMOKE', '') not in ('', '0')
+    params, files, grid = getattr(args, 'params', None), getattr(args, 'param_files', None), getattr(args, 'grid', None)
+    jobs = getattr(args, 'jobs', 1) or 1
+    targets = list(args.notebook) if isinstance(args.notebook, (list, tuple)) else [args.notebook]
+    here = lambda t: Path(t) if Path(t).is_absolute() else Path(cwd) / t
+    batch = len(targets) > 1 or any(here(t).is_dir() for t in targets)
+    nbs = [Path(os.path.relpath(n, cwd)) if not Path(t).is_absolute() else n for t in targets for n in notebook_paths(here(t))]
+    nb_at = lambda nb: nb if nb.is_absolute() else Path(cwd) / nb
+    if batch:
+        if params or files or grid:
+            raise ParamError("a folder or several notebooks take no -p/-f/--grid: each notebook runs with its defaults "
+                             "(with MLOPSNB_SMOKE=1: its `# smoke:` parameters)")
+        if not nbs: raise ParamError(f"no notebooks in {', '.join(map(str, targets))}")
+        specs = [(str(nb), smoke_params(nb_at(nb)) if smoke else {}) for nb in nbs]
+    else:
+        sets = job_param_sets(nb_at(nbs[0]), params, [here(f) for f in files or []], grid)
+        if smoke: sets = [{**smoke_params(nb_at(nbs[0])), **s} for s in sets]
+        specs = [(str(nbs[0]), s) for s in sets]
+    if jobs < 1: raise ParamError(f"-j must be at least 1, got {jobs}")
+    if args.timeout is not None and args.timeout <= 0: raise ParamError(f"--timeout must be positive, got {args.timeout}")
+    return RunPlan(specs, jobs, args.out, args.timeout, args.experiment, bool(args.reuse), batch or bool(grid) or len(specs) > 1, cwd, env)
+
+def execute_plan(plan:RunPlan,                    # from `plan_run`
+                 out:Any=None,                    # where tables and reports go (default: sys.stdout)
+                 err:Any=None,                    # where errors and the progress bar go (default: sys.stderr)
+                 cancel:threading.Event|None=None, # set it to stop the jobs (Ctrl-C): exit code 130
+                 kernels:Any=None,                # a pool of warm kernels (`mlopsnb.daemon.KernelPool`)
+                ) -> int:
+    "Run a checked `mlopsnb run` and return its exit code"
+    out, err = out or sys.stdout, err or sys.stderr
+    # even one job runs in a worker thread: the main thread then gets Ctrl-C and can kill the kernel and mark the run KILLED
+    try: results = run_jobs([(nb, p) for nb, p in plan.specs], plan.jobs, plan.out, plan.timeout, plan.experiment, plan.reuse,
+                            progress=plan.many, stream=(out, err) if not plan.many else False, env=plan.env, cwd=plan.cwd,
+                            progress_file=err, cancel=cancel, kernels=kernels)
+    except ParamError as e: _err(f"mlopsnb run: {e}", err); return 2
+    except KeyboardInterrupt: _err("mlopsnb run: interrupted; the running kernels were stopped and their runs marked KILLED", err); return 130
+    if not plan.many: _report(results[0], out, err, plan.env.get('MLOPSNB_TIMINGS')); return results[0].exit_code
+    print(summary_table(results), file=out, flush=True)
+    bad = [r for r in results if not r.ok]
+    for i, r in enumerate(results):
+        if not r.ok:
+            _err(f"job {i} ({Path(r.notebook).name} {_run_slug(r.params)}) {r.status}: {r.error}" + (f"\n  executed notebook: {r.output}" if r.output else ''), err)
+    print(f"{len(results) - len(bad)}/{len(results)} jobs finished" + (f", {len(bad)} failed" if bad else ''), file=out, flush=True)
+    return 0 if not bad else 1
 
 def run_command(args, # parsed `mlopsnb run` arguments: notebook, params, param_files, grid, jobs, out, timeout, experiment, reuse
                ) -> int:
     "`mlopsnb run`: run one job, a grid, or every notebook of a folder, and return the exit code"
-    smoke = os.environ.get('MLOPSNB_SMOKE', '') not in ('', '0')
-    params, files, grid = getattr(args, 'params', None), getattr(args, 'param_files', None), getattr(args, 'grid', None)
-    jobs = getattr(args, 'jobs', 1) or 1
-    try:
-        targets = list(args.notebook) if isinstance(args.notebook, (list, tuple)) else [args.notebook]
-        batch = len(targets) > 1 or any(Path(t).is_dir() for t in targets)
-        nbs = notebook_paths(targets)
-        if batch:
-            if params or files or grid:
-                raise ParamError("a folder or several notebooks take no -p/-f/--grid: each notebook runs with its defaults "
-                                 "(with MLOPSNB_SMOKE=1: its `# smoke:` parameters)")
-            if not nbs: raise ParamError(f"no notebooks in {', '.join(map(str, targets))}")
-            specs = [(nb, smoke_params(nb) if smoke else {}) for nb in nbs]
-        else:
-            sets = job_param_sets(nbs[0], params, files, grid)
-            if smoke: sets = [{**smoke_params(nbs[0]), **s} for s in sets]
-            specs = [(nbs[0], s) for s in sets]
-        if jobs < 1: raise ParamError(f"-j must be at least 1, got {jobs}")
-        if args.timeout is not None and args.timeout <= 0: raise ParamError(f"--timeout must be positive, got {args.timeout}")
-    except ParamError as e:
-        _err(f"mlopsnb run: {e}"); return 2
-    many = batch or bool(grid) or len(specs) > 1
-    # even one job runs in a worker thread: the main thread then gets Ctrl-C and can kill the kernel and mark the run KILLED
-    try: results = run_jobs(specs, jobs, args.out, args.timeout, args.experiment, args.reuse, progress=many, stream=not many)
+    t0 = time.time()
+    try: plan = plan_run(args)
     except ParamError as e: _err(f"mlopsnb run: {e}"); return 2
-    except KeyboardInterrupt: _err("mlopsnb run: interrupted; the running kernels were stopped and their runs marked KILLED"); return 130
-    if not many: _report(results[0]); return results[0].exit_code
-    print(summary_table(results), flush=True)
-    bad = [r for r in results if not r.ok]
-    for i, r in enumerate(results):
-        if not r.ok:
-            _err(f"job {i} ({Path(r.notebook).name} {_run_slug(r.params)}) {r.status}: {r.error}" + (f"\n  executed notebook: {r.output}" if r.output else ''))
-    print(f"{len(results) - len(bad)}/{len(results)} jobs finished" + (f", {len(bad)} failed" if bad else ''), flush=True)
-    return 0 if not bad else 1
+    from mlopsnb.daemon import use_runner, submit
+    if use_runner(plan.env):  # a warm runner (mlopsnb.daemon): no MLflow import or kernel boot per job
+        code = submit(plan, t0=t0)
+        if code is not None: return code
+    return execute_plan(plan)
 
-def _report(r:JobResult):
-    if os.environ.get('MLOPSNB_TIMINGS'): _err('timings: ' + json.dumps(r.timings))
+def _report(r:JobResult, out:Any=None, err:Any=None, timings:bool=False):
+    out = out or sys.stdout
+    if timings: _err('timings: ' + json.dumps(r.timings), err)
     if r.reused:
         print(f"reused run {r.run_id}: an earlier FINISHED run has the same notebook code, parameters, data and environment"
-              f" (nothing executed)", flush=True)
-        if r.metrics: print('metrics: ' + ', '.join(f"{k}={_fmt(v)}" for k, v in sorted(r.metrics.items())), flush=True)
+              f" (nothing executed)", file=out, flush=True)
+        if r.metrics: print('metrics: ' + ', '.join(f"{k}={_fmt(v)}" for k, v in sorted(r.metrics.items())), file=out, flush=True)
         return
     if r.ok:
-        print(f"job FINISHED in {r.duration:.1f} s: run {r.run_id} (experiment {r.experiment_id})\n  executed notebook: {r.output}", flush=True)
+        print(f"job FINISHED in {r.duration:.1f} s: run {r.run_id} (experiment {r.experiment_id})\n  executed notebook: {r.output}", file=out, flush=True)
     else:
-        _err(f"job {r.status}: {r.error}\n  executed notebook: {r.output}\n  run: {r.run_id} ({r.status})")
+        _err(f"job {r.status}: {r.error}\n  executed notebook: {r.output}\n  run: {r.run_id} ({r.status})", err)
 
 def params_command(args, # parsed `mlopsnb params` arguments: notebook, json
                   ) -> int:

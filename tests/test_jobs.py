@@ -13,8 +13,23 @@ BIN = Path(sys.executable).parent
 
 def env_for(tmp_path, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}
-    env.update(MPLBACKEND='Agg', **extra)
+    env.update({'MPLBACKEND': 'Agg', 'MLOPSNB_DAEMON': '0', **extra})
     return env
+
+
+@pytest.fixture(scope='module')
+def runner_dir(tmp_path_factory):
+    "A private folder for this module's warm runner; the runner is stopped at the end"
+    d = tmp_path_factory.mktemp('runner')
+    yield d
+    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env={**os.environ, 'MLOPSNB_DAEMON_DIR': str(d)}, timeout=60)
+
+
+@pytest.fixture(params=['local', 'runner'])
+def mode_env(request, tmp_path, runner_dir):
+    "The environment of `mlopsnb run`: jobs in the command's own process, or through the warm runner (mlopsnb.daemon)"
+    if request.param == 'local': return env_for(tmp_path)
+    return env_for(tmp_path, MLOPSNB_DAEMON='1', MLOPSNB_DAEMON_DIR=str(runner_dir))
 
 
 def mlopsnb(tmp_path, *args, timeout=300, env=None):
@@ -62,8 +77,8 @@ def test_params_command(tmp_path):
     assert r.returncode == 0 and 'steps' in r.stdout and 'metric steps to log' in r.stdout
 
 
-def test_failing_cell(tmp_path):
-    r = mlopsnb(tmp_path, 'run', NBS / 'fail_cell3.ipynb', '--out', tmp_path / 'out')
+def test_failing_cell(tmp_path, mode_env):
+    r = mlopsnb(tmp_path, 'run', NBS / 'fail_cell3.ipynb', '--out', tmp_path / 'out', env=mode_env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert 'cell 3 raised ValueError: boom in cell 3 (x=2)' in r.stderr
     assert "line 2: raise ValueError(f'boom in cell 3 (x={x})')" in r.stderr
@@ -79,8 +94,8 @@ def test_failing_cell(tmp_path):
     assert {'fail_cell3.ipynb', 'environment.json'} <= arts
 
 
-def test_dead_kernel_is_reported_within_seconds(tmp_path):
-    r = mlopsnb(tmp_path, 'run', NBS / 'os_exit.ipynb', timeout=120)
+def test_dead_kernel_is_reported_within_seconds(tmp_path, mode_env):
+    r = mlopsnb(tmp_path, 'run', NBS / 'os_exit.ipynb', timeout=120, env=mode_env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert 'the kernel died (exit code 1) while running cell 2: import os' in r.stderr
     (run,) = runs_of(tmp_path, 'os_exit')
@@ -90,17 +105,18 @@ def test_dead_kernel_is_reported_within_seconds(tmp_path):
     assert r.elapsed < 60, r.elapsed
 
 
-def test_timeout_kills_the_kernel(tmp_path):
-    r = mlopsnb(tmp_path, 'run', NBS / 'sleep.ipynb', '--timeout', '30')
+def test_timeout_kills_the_kernel(tmp_path, mode_env):
+    limit = 25 if mode_env['MLOPSNB_DAEMON'] == '0' else 15  # a warm kernel reaches the sleeping cell sooner
+    r = mlopsnb(tmp_path, 'run', NBS / 'sleep.ipynb', '--timeout', str(limit), env=mode_env)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert 'timed out after 30 s (--timeout) while running cell 2: time.sleep(seconds)' in r.stderr
-    assert r.elapsed < 75
+    assert f'timed out after {limit} s (--timeout) while running cell 2: time.sleep(seconds)' in r.stderr
+    assert r.elapsed < limit + 45
     (run,) = runs_of(tmp_path, 'sleep')
     assert run.info.status == 'FAILED' and run.data.metrics == {'started': 1.0}
 
 
-def test_ctrl_c_marks_the_run_killed(tmp_path):
-    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=tmp_path, env=env_for(tmp_path),
+def test_ctrl_c_marks_the_run_killed(tmp_path, mode_env):
+    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=tmp_path, env=mode_env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -123,10 +139,10 @@ def test_ctrl_c_marks_the_run_killed(tmp_path):
         except (FileNotFoundError, PermissionError): pass
 
 
-def test_grid_on_sqlite_loses_nothing(tmp_path):
+def test_grid_on_sqlite_loses_nothing(tmp_path, mode_env):
     # 8 jobs, 4 at a time, each logging 60 metric steps into the same sqlite file
     r = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '--grid', 'lr=0.1,0.2,0.3,0.4', '--grid', 'bs=16,32',
-                '-p', 'steps', '60', '-j', '4', '--out', tmp_path / 'out', timeout=600)
+                '-p', 'steps', '60', '-j', '4', '--out', 'out', timeout=600, env=mode_env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert '8/8 jobs finished' in r.stdout
     head = r.stdout.splitlines()[0]
@@ -142,13 +158,13 @@ def test_grid_on_sqlite_loses_nothing(tmp_path):
     assert len(list((tmp_path / 'out').glob('*/metrics.ipynb'))) == 8
 
 
-def test_reuse_and_interpreter_pin_and_runs_json(tmp_path):
+def test_reuse_and_interpreter_pin_and_runs_json(tmp_path, mode_env):
     # a user-level python3 kernelspec pointing at another interpreter must not be used
     ks = tmp_path / 'jupyter' / 'kernels' / 'python3'
     ks.mkdir(parents=True)
     (ks / 'kernel.json').write_text(json.dumps({'argv': ['/usr/bin/python3', '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
                                                 'display_name': 'wrong python', 'language': 'python'}))
-    env = env_for(tmp_path, JUPYTER_PATH=str(tmp_path / 'jupyter'), JUPYTER_DATA_DIR=str(tmp_path / 'jupyter'))
+    env = {**mode_env, 'JUPYTER_PATH': str(tmp_path / 'jupyter'), 'JUPYTER_DATA_DIR': str(tmp_path / 'jupyter')}
     args = ('run', NBS / 'metrics.ipynb', '-p', 'lr', '0.5', '--reuse')
     r1 = mlopsnb(tmp_path, *args, env=env)
     assert r1.returncode == 0, r1.stderr
@@ -157,7 +173,7 @@ def test_reuse_and_interpreter_pin_and_runs_json(tmp_path):
     assert r2.returncode == 0, r2.stderr
     assert 'reused run' in r2.stdout and 'score 32.0' not in r2.stdout  # nothing executed
     (run,) = runs_of(tmp_path, 'metrics')
-    assert run.data.tags['mlopsnb.kernel_executable'] == sys.executable
+    assert os.path.realpath(run.data.tags['mlopsnb.kernel_executable']) == os.path.realpath(sys.executable)
     assert run.info.run_id in r2.stdout
     r3 = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '-p', 'lr', '0.25', '--reuse', env=env)  # other params: executes
     assert r3.returncode == 0 and 'score 16.0' in r3.stdout
