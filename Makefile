@@ -38,7 +38,7 @@ nbtest: install
 	$(BIN)/nbdev-test --n-workers 2 --skip-folder-re '^(tutorials|jobs|mlruns|_proc|runs)$$'
 
 pytest: install
-	MLOPSNB_DAEMON=0 $(BIN)/pytest -q -m "not slow and not cuda" tests
+	MLOPSNB_DAEMON=0 $(BIN)/pytest -q --durations=12 -m "not slow and not cuda" tests
 
 # Notebooks as tests: every tutorial and job through `mlopsnb run`, two at a time, with each notebook's `# smoke:`
 # parameters (the quickstart has none: it runs in full and asserts its accuracy), in a throwaway store, without the
