@@ -25,11 +25,21 @@ def runner_dir(tmp_path_factory):
     subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env={**os.environ, 'MLOPSNB_DAEMON_DIR': str(d)}, timeout=60)
 
 
+def _mode_env(mode, tmp_path, runner_dir):
+    if mode == 'local': return env_for(tmp_path)
+    return env_for(tmp_path, MLOPSNB_DAEMON='1', MLOPSNB_DAEMON_DIR=str(runner_dir))
+
+
 @pytest.fixture(params=['local', 'runner'])
 def mode_env(request, tmp_path, runner_dir):
     "The environment of `mlopsnb run`: jobs in the command's own process, or through the warm runner (mlopsnb.daemon)"
-    if request.param == 'local': return env_for(tmp_path)
-    return env_for(tmp_path, MLOPSNB_DAEMON='1', MLOPSNB_DAEMON_DIR=str(runner_dir))
+    return _mode_env(request.param, tmp_path, runner_dir)
+
+
+@pytest.fixture(params=[pytest.param('local', marks=pytest.mark.slow), 'runner'])
+def mode_env_r(request, tmp_path, runner_dir):
+    "As `mode_env`, for longer tests whose code path is the same both ways: the local case runs with the slow tests"
+    return _mode_env(request.param, tmp_path, runner_dir)
 
 
 def mlopsnb(tmp_path, *args, timeout=300, env=None):
@@ -105,7 +115,8 @@ def test_dead_kernel_is_reported_within_seconds(tmp_path, mode_env):
     assert r.elapsed < 60, r.elapsed
 
 
-def test_timeout_kills_the_kernel(tmp_path, mode_env):
+def test_timeout_kills_the_kernel(tmp_path, mode_env_r):
+    mode_env = mode_env_r
     limit = 25 if mode_env['MLOPSNB_DAEMON'] == '0' else 15  # a warm kernel reaches the sleeping cell sooner
     r = mlopsnb(tmp_path, 'run', NBS / 'sleep.ipynb', '--timeout', str(limit), env=mode_env)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -139,7 +150,8 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, mode_env):
         except (FileNotFoundError, PermissionError): pass
 
 
-def test_grid_on_sqlite_loses_nothing(tmp_path, mode_env):
+def test_grid_on_sqlite_loses_nothing(tmp_path, mode_env_r):
+    mode_env = mode_env_r
     # 8 jobs, 4 at a time, each logging 60 metric steps into the same sqlite file
     r = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '--grid', 'lr=0.1,0.2,0.3,0.4', '--grid', 'bs=16,32',
                 '-p', 'steps', '60', '-j', '4', '--out', 'out', timeout=600, env=mode_env)
@@ -158,7 +170,8 @@ def test_grid_on_sqlite_loses_nothing(tmp_path, mode_env):
     assert len(list((tmp_path / 'out').glob('*/metrics.ipynb'))) == 8
 
 
-def test_reuse_and_interpreter_pin_and_runs_json(tmp_path, mode_env):
+def test_reuse_and_interpreter_pin_and_runs_json(tmp_path, mode_env_r):
+    mode_env = mode_env_r
     # a user-level python3 kernelspec pointing at another interpreter must not be used
     ks = tmp_path / 'jupyter' / 'kernels' / 'python3'
     ks.mkdir(parents=True)
@@ -207,9 +220,9 @@ def test_folder_of_notebooks_as_tests(tmp_path):
 
 
 @pytest.mark.slow
-def test_grid_8_parallel_on_sqlite(tmp_path):
+def test_grid_8_parallel_on_sqlite(tmp_path, mode_env):
     r = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '--grid', 'lr=0.1,0.2,0.3,0.4', '--grid', 'arch=a,b',
-                '-p', 'steps', '200', '-j', '8', timeout=900)
+                '-p', 'steps', '200', '-j', '8', timeout=900, env=mode_env)
     assert r.returncode == 0, r.stdout + r.stderr
     runs = runs_of(tmp_path, 'metrics')
     assert len(runs) == 8 and {x.info.status for x in runs} == {'FINISHED'}
