@@ -62,10 +62,17 @@ def runner_key(env:dict|None=None, # the caller's environment (default: `os.envi
     part = sorted((k, v) for k, v in env.items() if (k.startswith(_KEY_PREFIXES) and k not in _PER_JOB) or k in _KEY_NAMES)
     return hashlib.blake2b(json.dumps([_code_stamp(), part]).encode(), digest_size=8).hexdigest()
 
+def _socket_dir(env:dict|None=None) -> Path:
+    "`runner_dir(env)`, or a short private stand-in under /tmp when socket paths in it would pass the ~107-byte limit"
+    d = runner_dir(env)
+    if len(os.fsencode(str(d))) <= 60: return d  # + '/.runner-<16 hex>.sock.<pid>' while it binds
+    short = hashlib.blake2b(str(d).encode(), digest_size=4).hexdigest()
+    return runner_dir({'MLOPSNB_DAEMON_DIR': f"/tmp/mlopsnb-{os.getuid()}-{short}"})
+
 def socket_path(env:dict|None=None, # the caller's environment (default: `os.environ`)
                ) -> Path:
-    "Where the runner for `env` listens"
-    return runner_dir(env) / f"runner-{runner_key(env)}.sock"
+    "Where the runner for `env` listens (its lock and log files sit beside it)"
+    return _socket_dir(env) / f"runner-{runner_key(env)}.sock"
 
 # %% ../nbs/41_daemon.ipynb #639b015c
 _VOLATILE = ('_', 'OLDPWD', 'PWD', 'SHLVL')
@@ -315,7 +322,10 @@ def submit(plan:RunPlan,         # from `mlopsnb.jobs.plan_run`
            t0:float|None=None,   # when the command started (for MLOPSNB_TIMINGS)
           ) -> int|None:
     "Run `plan` on the warm runner, relaying its output; the exit code, or None when no runner could take it"
-    path = socket_path(plan.env)
+    try: path = socket_path(plan.env)
+    except OSError as e:  # e.g. a runner folder that isn't private: say why, and run the job in this process
+        print(f"mlopsnb: no warm runner ({e}); running the job here", file=sys.stderr)
+        return None
     for attempt in range(2):
         s = _connect(path)
         if s is None:
@@ -350,7 +360,7 @@ def _relay(s:socket.socket, plan:RunPlan, t0:float|None) -> int|None:
                     continue
                 if not line:
                     if not accepted: return None
-                    print("mlopsnb run: the warm runner exited during the job; see its log in " + str(runner_dir(plan.env)), file=sys.stderr)
+                    print("mlopsnb run: the warm runner exited during the job; see its log in " + str(_socket_dir(plan.env)), file=sys.stderr)
                     return 1
                 m = json.loads(line)
                 if 'accepted' in m:
@@ -364,12 +374,14 @@ def _relay(s:socket.socket, plan:RunPlan, t0:float|None) -> int|None:
 
 # %% ../nbs/41_daemon.ipynb #ccc0d07f
 def _runners(env:dict) -> list[tuple[Path, dict|None]]:
-    return [(p, _request(p, {'op': 'ping'})) for p in sorted(runner_dir(env).glob('runner-*.sock'))]
+    return [(p, _request(p, {'op': 'ping'})) for p in sorted(_socket_dir(env).glob('runner-*.sock'))]
 
 def daemon_command(args, # parsed `mlopsnb daemon` arguments: action ('status', 'stop' or 'start')
                   ) -> int:
     "`mlopsnb daemon status|stop|start`: show, stop or start the warm job runners of this user"
     env, action = dict(os.environ), getattr(args, 'action', 'status') or 'status'
+    try: _socket_dir(env)
+    except OSError as e: print(f"mlopsnb daemon: {e}", file=sys.stderr); return 2
     if action == 'start':
         info = start_runner(env)
         if info is None: print(f"could not start the runner; see {socket_path(env).with_suffix('.log')}", file=sys.stderr); return 1

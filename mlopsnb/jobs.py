@@ -389,13 +389,23 @@ def describe_error(nb:dict, # an executed (or partly executed) notebook
     return None
 
 # %% ../nbs/40_jobs.ipynb #259007a6
+def _ipc_dir() -> Path|None:
+    "A private folder for kernel IPC sockets, short enough for the ~107-byte Unix socket path limit (None: use TCP)"
+    if not hasattr(os, "getuid"): return None
+    for base in (tempfile.gettempdir(), "/tmp"):
+        d = Path(base) / f"mlopsnb-ipc-{os.getuid()}"
+        if len(os.fsencode(str(d))) > 70: continue  # the sockets are <d>/k<12 hex>-<n>
+        try: d.mkdir(mode=0o700, exist_ok=True); st = d.stat()
+        except OSError: continue
+        if st.st_uid == os.getuid() and not st.st_mode & 0o077: return d  # not a folder someone else made for us
+    return None
+
 def _kernel_manager():
     "An AsyncKernelManager whose kernel is `sys.executable -m ipykernel_launcher`, whatever kernelspecs are installed"
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
     # IPC (Unix sockets in a private folder) instead of TCP on localhost: no ports to pick, nothing other users can reach
-    ipc = Path(tempfile.gettempdir()) / f'mlopsnb-ipc-{os.getuid()}' if hasattr(os, 'getuid') else None
-    if ipc is not None: ipc.mkdir(mode=0o700, exist_ok=True)
+    ipc = _ipc_dir()
     km = (AsyncKernelManager(kernel_name='mlopsnb-python', transport='ipc', ip=str(ipc / f'k{uuid.uuid4().hex[:12]}')) if ipc is not None
           else AsyncKernelManager(kernel_name='mlopsnb-python'))
     # Pinning the spec here (instead of looking up 'python3') is the fix for a user-level kernelspec that points

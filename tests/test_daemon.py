@@ -29,9 +29,9 @@ def runner_env(d):
 
 
 @pytest.fixture
-def env(tmp_path):
-    "A runner of this test's own (for tests that start, stop or kill it)"
-    e = runner_env(tmp_path / 'r')
+def env(tmp_path_factory):
+    "A runner of this test's own (for tests that start, stop or kill it), in a short folder (socket paths are limited)"
+    e = runner_env(tmp_path_factory.mktemp('r'))
     yield e
     subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env=e, capture_output=True, timeout=60)
 
@@ -63,6 +63,12 @@ def runs(uri, experiment):
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment)
     return [] if exp is None else c.search_runs([exp.experiment_id], max_results=100)
+
+
+def sock_dir(env):
+    "Where the runner for `env` puts its socket (a short stand-in folder when MLOPSNB_DAEMON_DIR is a long path)"
+    from mlopsnb.daemon import socket_path
+    return socket_path(env).parent
 
 
 def runner_pids(env):
@@ -130,7 +136,7 @@ def test_a_vanished_caller_stops_its_job(tmp_path, shared):
 def test_parameter_errors_start_no_runner(tmp_path, env):
     r = mlopsnb(tmp_path, env, 'run', REPO / 'nbs' / 'jobs' / 'train_mnist.ipynb', '-p', 'lrr', '0.1')
     assert r.returncode == 2 and "did you mean 'lr'?" in r.stderr
-    assert not list(Path(env['MLOPSNB_DAEMON_DIR']).glob('*.sock'))
+    assert not list(sock_dir(env).glob('*.sock'))
 
 
 def test_daemon_start_status_stop(tmp_path, env):
@@ -147,7 +153,7 @@ def test_daemon_start_status_stop(tmp_path, env):
     deadline = time.time() + 20
     while time.time() < deadline and Path(f'/proc/{pid}').exists(): time.sleep(0.2)
     assert not Path(f'/proc/{pid}').exists() or 'Z' in Path(f'/proc/{pid}/stat').read_text().split()[2]
-    assert not list(Path(env['MLOPSNB_DAEMON_DIR']).glob('*.sock'))
+    assert not list(sock_dir(env).glob('*.sock'))
     # a runner whose environment asks for no runner never starts: MLOPSNB_DAEMON=0 runs the job in the command itself
     nb(tmp_path / 'e.ipynb', 'pass')
     r = mlopsnb(tmp_path, {**env, 'MLOPSNB_DAEMON': '0'}, 'run', 'e.ipynb')
