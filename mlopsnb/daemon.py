@@ -103,7 +103,7 @@ class KernelPool:
             # spares start in '/', holding no folder of anyone's; the job's attach step changes into the caller's folder
             while sum(it['key'] == key for it in self._spares) < self.size: self._spares.append(self._launch(env, '/'))
 
-    def take(self, env:dict, cwd:str|None=None): # cwd: the job's folder (the kernel changes into it when the job attaches)
+    def take(self, env:dict):
         "An unused kernel launched with `env` (None if there is none), and a new spare launched in its place"
         key = _env_match_key(env)
         with self._lock:

@@ -477,7 +477,8 @@ def _mlflow_client(uri:str):
             _CLIENTS[uri] = hit  # now the most recently used
             return hit[0]
         if hit is not None: _forget_store(uri)
-        while len(_CLIENTS) >= _MAX_CLIENTS: _forget_store(next(iter(_CLIENTS))); _CLIENTS.pop(next(iter(_CLIENTS)))
+        while len(_CLIENTS) >= _MAX_CLIENTS:  # close the least recently used
+            oldest = next(iter(_CLIENTS)); del _CLIENTS[oldest]; _forget_store(oldest)
         c = MlflowClient(tracking_uri=uri)
         _CLIENTS[uri] = (c, _store_stamp(uri))
         return c
@@ -684,7 +685,7 @@ def run_notebook(nb:str|Path,                   # the job notebook
     env = dict(os.environ if env is None else env)
     cwd = str(Path(cwd or os.getcwd()).resolve())
     nb_path = Path(nb)
-    nb_abs = nb_path if nb_path.is_absolute() else Path(cwd) / nb_path
+    nb_abs = Path(cwd) / nb_path  # an absolute nb_path stays as it is
     nb_json = _read_nb(nb_abs)
     contract = notebook_params(nb_json)
     given = check_params(contract, dict(params or {}), nb_path)  # raises ParamError before any kernel starts
@@ -708,7 +709,7 @@ def run_notebook(nb:str|Path,                   # the job notebook
     job.kernel_env = kernel_environment(env)
     timer, err, exit_code = None, None, None
     try:
-        job.km = kernels.take(job.kernel_env, cwd) if kernels is not None else None  # a warm kernel launched with this environment
+        job.km = kernels.take(job.kernel_env) if kernels is not None else None  # a warm kernel launched with this environment
         if job.km is None: job.km = _start_kernel(job.kernel_env, cwd)
         job.mark('kernel_launched')
         if timeout is not None:
@@ -789,7 +790,7 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
     checked = []
     for nb, p in specs:  # all errors before any kernel
         nb = Path(nb)
-        if nb not in contracts: contracts[nb] = notebook_params(nb if nb.is_absolute() else Path(cwd) / nb)
+        if nb not in contracts: contracts[nb] = notebook_params(Path(cwd) / nb)
         checked.append((nb, check_params(contracts[nb], dict(p or {}), nb)))
     uri = absolute_tracking_uri(tracking_uri, env=env, cwd=cwd)
     if uri.startswith('sqlite:////'): Path(uri[len('sqlite:///'):].partition('?')[0]).parent.mkdir(parents=True, exist_ok=True)
@@ -931,19 +932,18 @@ def plan_run(args,                   # parsed `mlopsnb run` arguments: notebook,
     params, files, grid = getattr(args, 'params', None), getattr(args, 'param_files', None), getattr(args, 'grid', None)
     jobs = getattr(args, 'jobs', 1) or 1
     targets = list(args.notebook) if isinstance(args.notebook, (list, tuple)) else [args.notebook]
-    here = lambda t: Path(t) if Path(t).is_absolute() else Path(cwd) / t
+    here = lambda t: Path(cwd) / t  # an absolute t stays as it is
     batch = len(targets) > 1 or any(here(t).is_dir() for t in targets)
     nbs = [Path(os.path.relpath(n, cwd)) if not Path(t).is_absolute() else n for t in targets for n in notebook_paths(here(t))]
-    nb_at = lambda nb: nb if nb.is_absolute() else Path(cwd) / nb
     if batch:
         if params or files or grid:
             raise ParamError("a folder or several notebooks take no -p/-f/--grid: each notebook runs with its defaults "
                              "(with MLOPSNB_SMOKE=1: its `# smoke:` parameters)")
         if not nbs: raise ParamError(f"no notebooks in {', '.join(map(str, targets))}")
-        specs = [(str(nb), smoke_params(nb_at(nb)) if smoke else {}) for nb in nbs]
+        specs = [(str(nb), smoke_params(here(nb)) if smoke else {}) for nb in nbs]
     else:
-        sets = job_param_sets(nb_at(nbs[0]), params, [here(f) for f in files or []], grid)
-        if smoke: sets = [{**smoke_params(nb_at(nbs[0])), **s} for s in sets]
+        sets = job_param_sets(here(nbs[0]), params, [here(f) for f in files or []], grid)
+        if smoke: sets = [{**smoke_params(here(nbs[0])), **s} for s in sets]
         specs = [(str(nbs[0]), s) for s in sets]
     if jobs < 1: raise ParamError(f"-j must be at least 1, got {jobs}")
     if args.timeout is not None and args.timeout <= 0: raise ParamError(f"--timeout must be positive, got {args.timeout}")
