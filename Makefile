@@ -32,6 +32,7 @@ check-clean: install
 	after="$$(git status --porcelain; git diff | md5sum)"; \
 	if [ "$$before" != "$$after" ]; then echo "nbdev-export / nbdev-clean / make readme changed files: commit the result"; git status --porcelain; exit 1; fi
 	$(BIN)/ruff check mlopsnb --select F403,F405,F821
+	$(BIN)/python tools/check_architecture.py
 	$(BIN)/python -c "import mlopsnb, mlopsnb.cli, mlopsnb.jobs, mlopsnb.daemon, sys; bad = {'torch', 'fastai', 'mlflow'} & set(sys.modules); assert not bad, bad"
 
 nbtest: install
