@@ -5,8 +5,8 @@ times, alternating the contenders round by round after a warm-up, single calls a
 
 - torch eager: the fastai model on preprocessed input (and with `NormalizeImages` from raw uint8, for reference);
 - bare ORT: an `InferenceSession` on model.onnx, fed preprocessed float32 (same session options as the bundle), one
-  with onnxruntime's default options, and the session's C++ binding called directly (`_sess.run`, what the bundle
-  uses after validating inputs itself), to show how much of the gap is onnxruntime's Python wrapper;
+  with onnxruntime's default options, and the session's C++ binding called directly (`mlopsnb.compat.onnx_session_runner`, what
+  the bundle uses after validating inputs itself), to show how much of the gap is onnxruntime's Python wrapper;
 - bundle: `load_bundle(...).predict(x, preprocessed=True)` and `.predict(raw_uint8)` (preprocessing in numpy);
 - int8: a bare session on model.int8.onnx (static QDQ, per-channel) and on a dynamically quantized model.
 
@@ -73,6 +73,7 @@ def main():
     import torch, onnxruntime as ort
     from mlopsnb.export import export_bundle, quantize_int8
     from mlopsnb.bundle import load_bundle
+    from mlopsnb.compat import onnx_session_runner
     torch.set_num_threads(a.threads)
     t0 = time.time()
     learn, data, val, norm = train(a.epochs)
@@ -93,6 +94,7 @@ def main():
     bare_dyn = ort.InferenceSession(str(tmp / 'model.dyn.onnx'), so, providers=['CPUExecutionProvider'])
     x_val, y_val = data.x[val], data.y[val]
     out_names = [o.name for o in bare.get_outputs()]
+    bare_runner = onnx_session_runner(bare)
 
     # accuracy on all 1,000 held-out digits and max abs diff vs torch
     pre_all = b.preprocess(x_val)['input']
@@ -119,7 +121,7 @@ def main():
         fns = {'torch eager': eager, 'torch eager + preprocessing': eager_raw,
                'bare ORT': lambda: bare.run(None, {'input': pre}),
                'bare ORT (default options)': lambda: bare_default.run(None, {'input': pre}),
-               'bare ORT (C binding _sess.run)': lambda: bare._sess.run(out_names, {'input': pre}, None),
+               'bare ORT (C binding)': lambda: bare_runner(out_names, {'input': pre}),
                'bundle.predict (preprocessed)': lambda: b.predict(pre, preprocessed=True),
                'bundle.predict (raw uint8)': lambda: b.predict(raw),
                'int8 bare ORT (static QDQ)': lambda: bare_q.run(None, {'input': pre}),
@@ -135,7 +137,7 @@ def main():
         'bs1 bundle raw / eager+preprocessing p50': r1['bundle.predict (raw uint8)']['p50'] / r1['torch eager + preprocessing']['p50'],
         'bs1 bundle preprocessed / bare ORT p50 (goal <= 1.1)': r1['bundle.predict (preprocessed)']['p50'] / r1['bare ORT']['p50'],
         'bs32 bundle preprocessed / bare ORT p50 (goal <= 1.1)': r32['bundle.predict (preprocessed)']['p50'] / r32['bare ORT']['p50'],
-        'bs1 bundle preprocessed / bare ORT C binding p50': r1['bundle.predict (preprocessed)']['p50'] / r1['bare ORT (C binding _sess.run)']['p50'],
+        'bs1 bundle preprocessed / bare ORT C binding p50': r1['bundle.predict (preprocessed)']['p50'] / r1['bare ORT (C binding)']['p50'],
         'bs32 fp32 ORT / int8 static p50 (goal >= 1.5)': r32['bare ORT']['p50'] / r32['int8 bare ORT (static QDQ)']['p50'],
         'bs32 fp32 ORT / int8 dynamic p50': r32['bare ORT']['p50'] / r32['int8 bare ORT (dynamic)']['p50'],
         'bs1 fp32 ORT / int8 static p50': r1['bare ORT']['p50'] / r1['int8 bare ORT (static QDQ)']['p50'],

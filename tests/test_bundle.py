@@ -6,7 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlopsnb.bundle import blocked_imports_prelude, load_bundle, predict_command
+from mlopsnb.bundle import load_bundle, predict_command
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolation import blocked_imports_prelude  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +48,7 @@ def bundles(tmp_path_factory):
     raw = df.iloc[pval]
     tab = export_bundle(tlearn, d / 'penguins', example=raw, dynamo=False)
     with tlearn.no_bar(): tab_proba = tlearn.get_preds(dl=tdls.test_dl(raw))[0].numpy()
-    return {'dir': d, 'img': img, 'x_val': x_val, 'img_pred': img_pred, 'tab': tab, 'raw': raw, 'tab_proba': tab_proba}
+    return {'dir': d, 'img': img, 'x_val': x_val, 'img_pred': img_pred, 'tab': tab, 'raw': raw, 'tab_proba': tab_proba, 'tlearn': tlearn}
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -76,6 +79,20 @@ def test_bundles_match_torch(bundles):
         spec = json.loads((p / 'bundle.json').read_text())
         assert spec['parity']['max_abs_diff'] <= 1e-4, spec['parity']
         assert spec['model']['exporter'] in ('dynamo', 'legacy')
+
+
+def test_bundle_json_is_strict_json_with_non_finite_values(bundles, tmp_path):
+    "Non-finite metrics and reference statistics become null: bundle.json parses with a reader that rejects NaN/Infinity"
+    from mlopsnb.export import export_bundle
+    def reject(constant): raise ValueError(f"not strict JSON: {constant}")
+    p = export_bundle(bundles['tlearn'], tmp_path / 'nonfinite', example=bundles['raw'].head(8), dynamo=False,
+                      metrics={'valid_loss': float('nan'), 'accuracy': 0.5},
+                      reference_stats={'body_mass_g': {'mean': float('inf'), 'std': -float('inf'), 'n': 10}})
+    spec = json.loads((p / 'bundle.json').read_text(), parse_constant=reject)
+    assert spec['metrics'] == {'valid_loss': None, 'accuracy': 0.5}
+    assert spec['reference_stats'] == {'body_mass_g': {'mean': None, 'std': None, 'n': 10}}
+    with pytest.raises(ValueError, match='not strict JSON'): json.loads('{"x": Infinity}', parse_constant=reject)
+    assert load_bundle(p).verify()['ok']
 
 
 def test_predict_without_torch_or_fastai(bundles, tmp_path):
@@ -139,7 +156,7 @@ def test_verify_fails_loudly_on_corrupted_constant(bundles, tmp_path, which, edi
 
 def test_mlflow_alias_serves_bundle_without_torch(bundles, tmp_path, monkeypatch):
     "log_bundle -> registered model + alias; models:/name@alias loads and predicts where torch/fastai can't be imported"
-    from mlopsnb.export import log_bundle
+    from mlopsnb.registry import log_bundle
     import mlflow
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # artifacts go to ./mlruns
