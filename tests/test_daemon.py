@@ -33,7 +33,7 @@ def env(tmp_path_factory):
     "A runner of this test's own (for tests that start, stop or kill it), in a short folder (socket paths are limited)"
     e = runner_env(tmp_path_factory.mktemp('r'))
     yield e
-    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env=e, capture_output=True, timeout=60)
+    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env=e, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope='module')
@@ -41,12 +41,12 @@ def shared(tmp_path_factory):
     "One runner for the tests that only use it"
     e = runner_env(tmp_path_factory.mktemp('shared-runner'))
     yield e
-    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env=e, capture_output=True, timeout=60)
+    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env=e, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def sleeping_job(cwd, env):
     "Start `mlopsnb run` on the sleep notebook and return the process once the notebook is in its long cell"
-    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=cwd, env=env,
+    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     for line in p.stdout:
@@ -55,7 +55,8 @@ def sleeping_job(cwd, env):
 
 
 def mlopsnb(cwd, env, *args, timeout=300):
-    return subprocess.run([str(BIN / 'mlopsnb'), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN / 'mlopsnb'), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
 
 
 def runs(uri, experiment):

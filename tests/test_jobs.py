@@ -1,5 +1,5 @@
-"""`mlopsnb run/params/runs` end to end: parameter errors before any kernel, failing cells, dead kernels, timeouts,
-Ctrl-C, grids on one sqlite store, --reuse, the interpreter pin, and a smoke run of the train_mnist job."""
+"""`mlopsnb run/params/runs` end to end: parameter errors before any kernel, failing cells (raising, refused magics,
+sys.exit), dead kernels, timeouts, Ctrl-C, grids on one sqlite store, --reuse, the interpreter pin, and a smoke run of the train_mnist job."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -9,6 +9,11 @@ REPO = Path(__file__).resolve().parents[1]
 NBS = REPO / 'tests' / 'notebooks'
 TRAIN = REPO / 'nbs' / 'jobs' / 'train_mnist.ipynb'
 BIN = Path(sys.executable).parent
+
+
+def default_sigint():
+    "In the child: SIGINT back to its default, in case the test session was started with it ignored (`make test &`)"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def env_for(tmp_path, **extra):
@@ -22,7 +27,7 @@ def runner_dir(tmp_path_factory):
     "A private folder for this module's warm runner; the runner is stopped at the end"
     d = tmp_path_factory.mktemp('runner')
     yield d
-    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env={**os.environ, 'MLOPSNB_DAEMON_DIR': str(d)}, timeout=60)
+    subprocess.run([str(BIN / 'mlopsnb'), 'daemon', 'stop'], env={**os.environ, 'MLOPSNB_DAEMON_DIR': str(d)}, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def _mode_env(mode, tmp_path, runner_dir):
@@ -45,7 +50,7 @@ def mode_env_r(request, tmp_path, runner_dir):
 def mlopsnb(tmp_path, *args, timeout=300, env=None):
     t = time.time()
     r = subprocess.run([str(BIN / 'mlopsnb'), *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                       env=env or env_for(tmp_path))
+                       env=env or env_for(tmp_path), stdin=subprocess.DEVNULL)
     r.elapsed = time.time() - t
     return r
 
@@ -104,6 +109,36 @@ def test_failing_cell(tmp_path, mode_env):
     assert {'fail_cell3.ipynb', 'environment.json'} <= arts
 
 
+def test_unknown_line_magic_fails_the_job(tmp_path, mode_env):
+    # IPython prints a UsageError to stderr and replies with an error but sends no error output: still a failed cell
+    r = mlopsnb(tmp_path, 'run', NBS / 'line_magic.ipynb', env=mode_env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'job FAILED: cell 0 raised UsageError: Line magic function `%undefined-line-magic` not found.' in r.stderr
+    assert 'line 1: %undefined-line-magic' in r.stderr
+    (run,) = runs_of(tmp_path, 'line_magic')
+    assert run.info.status == 'FAILED' and run.data.metrics == {}  # the next cell did not run
+    assert 'cell 0 raised UsageError' in run.data.tags['mlopsnb.error']
+
+
+def test_unknown_cell_magic_fails_the_job(tmp_path):
+    r = mlopsnb(tmp_path, 'run', NBS / 'cell_magic.ipynb')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'cell 1 raised UsageError: Cell magic `%%undefined_cell_magic` not found.' in r.stderr
+    (run,) = runs_of(tmp_path, 'cell_magic')
+    assert run.info.status == 'FAILED' and run.data.metrics == {'before': 1.0}
+
+
+@pytest.mark.parametrize('code,status', [(0, 'FINISHED'), (1, 'FAILED')])
+def test_sys_exit_as_papermill_reads_it(tmp_path, code, status):
+    # papermill's rule: SystemExit(0) ends the notebook successfully (later cells skipped), any other code is a failure
+    r = mlopsnb(tmp_path, 'run', NBS / f'sysexit{code}.ipynb')
+    assert r.returncode == code, r.stdout + r.stderr
+    (run,) = runs_of(tmp_path, f'sysexit{code}')
+    assert run.info.status == status and run.data.metrics == {'before': 1.0}
+    if code: assert 'cell 1 raised SystemExit: 1' in r.stderr and 'SystemExit' in run.data.tags['mlopsnb.error']
+    else: assert 'job FINISHED' in r.stdout and 'mlopsnb.error' not in run.data.tags
+
+
 def test_dead_kernel_is_reported_within_seconds(tmp_path, mode_env):
     r = mlopsnb(tmp_path, 'run', NBS / 'os_exit.ipynb', timeout=120, env=mode_env)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -127,8 +162,8 @@ def test_timeout_kills_the_kernel(tmp_path, mode_env_r):
 
 
 def test_ctrl_c_marks_the_run_killed(tmp_path, mode_env):
-    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=tmp_path, env=mode_env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([str(BIN / 'mlopsnb'), 'run', str(NBS / 'sleep.ipynb')], cwd=tmp_path, env=mode_env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.time() + 120
         for line in p.stdout:  # the notebook prints 'sleeping' just before its long cell

@@ -75,7 +75,7 @@ def test_artifacts(tracked_run):
     assert env['torch'] == torch.__version__ and 'packages' in env and 'git' in env
 
 def test_runs_table(tracked_run):
-    from mlopsnb.tracking import runs_table
+    from mlopsnb.runs import runs_table
     _, rid, _, _ = tracked_run
     t = runs_table('test_tracking')
     row = t[t.run_id == rid].iloc[0]
