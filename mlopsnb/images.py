@@ -145,7 +145,7 @@ def _folder_features(res:list[dict]) -> pd.DataFrame:
     feats['mode'] = pd.Categorical([r['mode'] for r in res]); feats['format'] = pd.Categorical([r['format'] for r in res])
     return feats
 
-# %% ../nbs/13_images.ipynb #3e18eff7
+# %% ../nbs/13_images.ipynb #897f94f2
 def scan_image_folder(folder:str|Path,        # labels are the first subfolder level (files directly inside are unlabeled)
                       workers:int|None=None,  # decoding threads
                      ) -> ImageSet:
@@ -170,7 +170,7 @@ def scan_image_folder(folder:str|Path,        # labels are the first subfolder l
     hashes = np.array([res[i]['hash'] for i in ok], dtype=np.uint64)
     return ImageSet(feats, s, ss, pixels, 255.0, hashes, pd.Index([rels[i].as_posix() for i in ok], name='path'), samples, failed, f'folder {folder}')
 
-# %% ../nbs/13_images.ipynb #84967103
+# %% ../nbs/13_images.ipynb #1ff80656
 def mosaic(rows:list[list[np.ndarray]], # images (any sizes, gray or RGB), one list per row
            scale:float,                 # the value of full intensity (255 for uint8)
            pad:int=2,                   # white pixels between images
@@ -200,7 +200,7 @@ def _plot_mosaic(rows:list[list[np.ndarray]], names:list[str], scale:float, titl
     ax.set_title(title, fontsize=10)
     return fig
 
-# %% ../nbs/13_images.ipynb #1054802b
+# %% ../nbs/13_images.ipynb #2efe0bb1
 def _plot_samples(samples:dict[str, list[np.ndarray]], scale:float):
     rows = [(k, v) for k, v in samples.items() if v][:20]
     return _plot_mosaic([v for _, v in rows], [k for k, _ in rows], scale, 'samples per class')
@@ -215,7 +215,7 @@ def _plot_sizes(f:pd.DataFrame):
     ax.scatter(f.width, f.height, s=6, alpha=0.4); ax.set_xlabel('width'); ax.set_ylabel('height'); ax.set_title('image sizes')
     return fig
 
-# %% ../nbs/13_images.ipynb #2881fc16
+# %% ../nbs/13_images.ipynb #43517a89
 def _image_stats(imgs:ImageSet, name:str) -> dict:
     f = imgs.features; counts = imgs.class_counts(); shape = imgs.shape_summary()
     stats = {'kind': 'images', 'name': name, 'source': imgs.source, 'n_images': imgs.n, 'n_failed': len(imgs.failed), 'failed': imgs.failed.to_dict('records'),
@@ -250,7 +250,7 @@ def _image_text(imgs:ImageSet, stats:dict) -> tuple[list[str], list[str]]:
     if shape['n_sizes'] > 1: warnings.append(f"images have {shape['n_sizes']} different sizes: resize before batching")
     return headline, warnings
 
-# %% ../nbs/13_images.ipynb #e146c84c
+# %% ../nbs/13_images.ipynb #eeeb1682
 def image_report(imgs:ImageSet, # from `images_from_array` or `scan_image_folder`
                  name:str='',   # shown in the title
                 ) -> Report:

@@ -70,7 +70,40 @@ class ImageLabeler:
     @property
     def current(self) -> str|None: return self.paths[self.pos] if self.pos < len(self.paths) else None
 
-# %% ../nbs/19_labeling.ipynb #fcee2929
+# %% ../nbs/19_labeling.ipynb #ca9ecd4d
+@patch
+def _next_unlabeled(self:ImageLabeler, start:int) -> int:
+    "First unlabeled position at or after `start`, wrapping around; len(paths) when all are labeled"
+    n = len(self.paths)
+    for k in range(n):
+        i = (start + k) % n
+        if self.paths[i] not in self.labels: return i
+    return n
+
+@patch
+def label(self:ImageLabeler, cls:str):
+    "Give the current image label `cls`, save atomically, move to the next unlabeled image"
+    if cls not in self.classes: raise ValueError(f'unknown class {cls!r}; classes are {self.classes}')
+    if self.current is None: return
+    self.labels[self.current] = cls
+    atomic_write(self.out, _labels_csv(self.labels))
+    self.pos = self._next_unlabeled(self.pos + 1)
+    self._render()
+
+@patch
+def skip(self:ImageLabeler):
+    "Leave the current image as it is and move to the next unlabeled one (or simply the next if none is left)"
+    n = len(self.paths); nxt = self._next_unlabeled((self.pos + 1) % n if self.pos < n else 0)
+    self.pos = nxt if nxt < n else ((self.pos + 1) % n if self.pos < n else 0)
+    self._render()
+
+@patch
+def back(self:ImageLabeler):
+    "Go to the previous image (its label can be changed)"
+    self.pos = (self.pos - 1) % len(self.paths) if self.pos < len(self.paths) else len(self.paths) - 1
+    self._render()
+
+# %% ../nbs/19_labeling.ipynb #8e1baa00
 @patch
 def _build_widgets(self:ImageLabeler):
     import ipywidgets as W
@@ -109,39 +142,7 @@ def _ipython_display_(self:ImageLabeler):
     from IPython.display import display
     display(self.widget)
 
-# %% ../nbs/19_labeling.ipynb #a1edb8a3
-@patch
-def _next_unlabeled(self:ImageLabeler, start:int) -> int:
-    "First unlabeled position at or after `start`, wrapping around; len(paths) when all are labeled"
-    n = len(self.paths)
-    for k in range(n):
-        i = (start + k) % n
-        if self.paths[i] not in self.labels: return i
-    return n
-
-@patch
-def label(self:ImageLabeler, cls:str):
-    "Give the current image label `cls`, save atomically, move to the next unlabeled image"
-    if cls not in self.classes: raise ValueError(f'unknown class {cls!r}; classes are {self.classes}')
-    if self.current is None: return
-    self.labels[self.current] = cls
-    atomic_write(self.out, _labels_csv(self.labels))
-    self.pos = self._next_unlabeled(self.pos + 1)
-    self._render()
-
-@patch
-def skip(self:ImageLabeler):
-    "Leave the current image as it is and move to the next unlabeled one (or simply the next if none is left)"
-    n = len(self.paths); nxt = self._next_unlabeled((self.pos + 1) % n if self.pos < n else 0)
-    self.pos = nxt if nxt < n else ((self.pos + 1) % n if self.pos < n else 0)
-    self._render()
-
-@patch
-def back(self:ImageLabeler):
-    "Go to the previous image (its label can be changed)"
-    self.pos = (self.pos - 1) % len(self.paths) if self.pos < len(self.paths) else len(self.paths) - 1
-    self._render()
-
+# %% ../nbs/19_labeling.ipynb #c2a2b734
 def label_images(paths:Sequence[str|Path]|str|Path, # image files, or a folder
                  classes:Sequence[str],             # one button per class
                  out:str|Path='labels.csv',         # labels CSV (path,label), rewritten atomically after every label

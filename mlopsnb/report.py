@@ -66,7 +66,7 @@ def plot_hist(values:np.ndarray,            # values; non-finite ones are left o
     ax.set_title(title); ax.set_xlabel(xlabel)
     return fig
 
-# %% ../nbs/12_report.ipynb #fa09f6f5
+# %% ../nbs/12_report.ipynb #8c8563b7
 def _json_scalar(o:Any) -> Any:
     "What a value `jsonable` leaves alone but JSON can't hold becomes: timestamps as ISO text, missing as null, else text"
     if isinstance(o, pd.Timestamp): return o.isoformat()
@@ -94,7 +94,9 @@ class Report:
         self.warnings, self.notes, self._png = list(warnings or []), list(notes or []), {}
 
     @property
-    def plot_names(self) -> list[str]: return list(self._plots)
+    def plot_names(self) -> list[str]:
+        "The names of the plots, in the order they are shown"
+        return list(self._plots)
     def figure(self, name:str):
         "A freshly drawn matplotlib Figure of plot `name`"
         if name not in self._plots: raise KeyError(f"report has no plot {name!r}; plots are {self.plot_names}")
@@ -105,7 +107,7 @@ class Report:
         return self._png[name]
     def __repr__(self) -> str: return self.summary()
 
-# %% ../nbs/12_report.ipynb #2d388ccf
+# %% ../nbs/12_report.ipynb #d12227f1
 @patch
 def summary(self:Report) -> str:
     "A short plain-text summary: title, headline facts and warnings"
@@ -119,7 +121,7 @@ def show(self:Report, *names:str):
     from IPython.display import Image, display
     for n in names or self.plot_names: display(Image(data=self.png(n), format='png'))
 
-# %% ../nbs/12_report.ipynb #dd0a7d72
+# %% ../nbs/12_report.ipynb #0c297324
 @patch
 def _html(self:Report, inline:bool) -> str:
     e = html.escape

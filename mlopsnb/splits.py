@@ -107,7 +107,7 @@ def _features(kind:str, payload:Any) -> pd.DataFrame:
 _FEATURE_NOTES = {'images': 'Image features: label, mean and std intensity per image (plus size/mode/format for folders).',
                   'text': 'Text features: label, characters and tokens per text.', 'tabular': 'Every column both splits share is compared.'}
 
-# %% ../nbs/16_splits.ipynb #64225fcc
+# %% ../nbs/16_splits.ipynb #30e12ba9
 def _split_text(stats:dict, drift:pd.DataFrame, leak:pd.DataFrame, alpha:float, top:int) -> tuple[list[str], list[str]]:
     "(headline, warnings) of a split comparison"
     ka, n_leak, na, nb = stats['data_kind'], stats['n_leaked_valid'], stats['n_train'], stats['n_valid']

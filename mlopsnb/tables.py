@@ -150,7 +150,7 @@ def _plot_distributions(items:list[tuple[str, str, Any]], ncols:int=4):
     for ax in axes[n:]: ax.set_visible(False)
     return fig
 
-# %% ../nbs/15_tables.ipynb #f56c1699
+# %% ../nbs/15_tables.ipynb #bf8b3238
 def _plot_corr(corr:pd.DataFrame):
     k = len(corr); fig = new_figure(min(2.5 + 0.45 * k, 14), min(2 + 0.45 * k, 12))
     ax = fig.subplots()
@@ -179,7 +179,7 @@ def _frame_plots(stats:dict, fvals:dict, cat_codes:dict, corr:pd.DataFrame|None,
         elif str(target) in fvals: plots['target'] = lambda: plot_hist(fvals[str(target)], f'target {target!r}')
     return plots
 
-# %% ../nbs/15_tables.ipynb #2302f57c
+# %% ../nbs/15_tables.ipynb #ccab31c4
 def _overview_table(cols:dict[str, dict]) -> pd.DataFrame:
     rows = []
     for c, p in cols.items():
@@ -196,7 +196,7 @@ def _notes(idx:np.ndarray|None, n:int, seed:int) -> list[str]:
             'Duplicate rows are found with one 64-bit hash per row (collision odds ~n²/2⁶⁵).',
             'Outliers: values outside [q25 − 1.5·IQR, q75 + 1.5·IQR].']
 
-# %% ../nbs/15_tables.ipynb #7d691fcb
+# %% ../nbs/15_tables.ipynb #7cb67d13
 def table_report(df:pd.DataFrame,       # the table
                  target:str|None=None,  # the target column, or None
                  name:str='',           # shown in the title
@@ -225,7 +225,7 @@ def table_report(df:pd.DataFrame,       # the table
     return Report('tabular', f'Table {name}: {n:,} rows × {k} columns', stats, _frame_headline(stats, len(miss_cols)), tables,
                   _frame_plots(stats, fvals, cat_codes, corr, rng), _frame_warnings(stats), _notes(idx, n, seed))
 
-# %% ../nbs/15_tables.ipynb #ee016fc2
+# %% ../nbs/15_tables.ipynb #968243dc
 def read_table(path:str|Path, # a .csv, .tsv, .parquet/.pq, .json or .jsonl file
               ) -> pd.DataFrame:
     "Read a table file by its extension"

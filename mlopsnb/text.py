@@ -74,7 +74,7 @@ def _text_headline(stats:dict) -> tuple[list[str], list[str]]:
     if counts and stats['imbalance'] >= 3: warnings.append(f"classes are imbalanced: largest/smallest = {stats['imbalance']:.1f}")
     return headline, warnings
 
-# %% ../nbs/14_text.ipynb #68fea85c
+# %% ../nbs/14_text.ipynb #db6ba0cd
 def text_report(texts:pd.Series,            # the texts
                 labels:pd.Series|None=None, # one label per text, or None
                 name:str='',                # shown in the title

@@ -78,10 +78,35 @@ def schema_error(violations:list[Violation], # every problem found
     e.violations = vs
     return e
 
-# %% ../nbs/18_validation.ipynb #424d4071
+# %% ../nbs/18_validation.ipynb #8d623e9a
 def _examples(index:pd.Index, mask:np.ndarray, k:int=5) -> list:
     return [x.item() if hasattr(x, 'item') else x for x in index[np.asarray(mask)][:k]]
 
+def _null_violation(c:str, s:pd.Series, nulls:np.ndarray) -> Violation:
+    n = int(nulls.sum())
+    return Violation('nulls', c, n, f"column {c!r}: {n} missing values (NaN) where the training data had none, e.g. rows {_examples(s.index, nulls)}", _examples(s.index, nulls))
+
+def _range_violations(c:str, s:pd.Series, values:pd.Series, spec:dict) -> list[Violation]:
+    "Values outside the training range (with a tolerance, so float32 copies of the bounds pass)"
+    v = pd.to_numeric(values, errors='coerce').to_numpy(dtype=np.float64, na_value=np.nan)
+    lo, hi = spec.get('min', -np.inf), spec.get('max', np.inf)
+    tol = 1e-6 * max(1.0, abs(lo) if np.isfinite(lo) else 1.0, abs(hi) if np.isfinite(hi) else 1.0)  # float32 copies of the bounds still pass
+    bad = (v < lo - tol) | (v > hi + tol)
+    if not bad.any(): return []
+    return [Violation('range', c, int(bad.sum()), f"column {c!r}: {int(bad.sum())} values outside the training range [{lo:g}, {hi:g}]"
+                      f" (seen {np.nanmin(v[bad]):g} .. {np.nanmax(v[bad]):g}), e.g. rows {_examples(s.index, bad)}", _examples(s.index, bad))]
+
+def _category_violations(c:str, s:pd.Series, spec:dict) -> list[Violation]:
+    "Values in categories the training data never had"
+    allowed = set(spec['categories'])
+    txt = s.astype(object).where(s.notna(), None)
+    bad = txt.map(lambda x: x is not None and str(x) not in allowed).to_numpy(dtype=bool)
+    if not bad.any(): return []
+    unseen = sorted({str(x) for x in txt[bad]})
+    return [Violation('category', c, int(bad.sum()), f"column {c!r}: {int(bad.sum())} values in categories never seen in training {unseen[:10]}"
+                      f", e.g. rows {_examples(s.index, bad)}", _examples(s.index, bad))]
+
+# %% ../nbs/18_validation.ipynb #77da97e4
 _COMPATIBLE = {'integer': ('integer',), 'float': ('integer', 'float'), 'boolean': ('boolean',), 'datetime': ('datetime',),
                'timedelta': ('timedelta',), 'categorical': ('categorical', 'string'), 'string': ('categorical', 'string')}
 
@@ -107,33 +132,7 @@ def _check_column(c:str, s:pd.Series, spec:dict) -> list[Violation]:
     if 'categories' in spec and want in ('categorical', 'string') and fam in ('categorical', 'string', 'boolean'): out.extend(_category_violations(c, s, spec))
     return out
 
-# %% ../nbs/18_validation.ipynb #5fa5a036
-def _range_violations(c:str, s:pd.Series, values:pd.Series, spec:dict) -> list[Violation]:
-    "Values outside the training range (with a tolerance, so float32 copies of the bounds pass)"
-    v = pd.to_numeric(values, errors='coerce').to_numpy(dtype=np.float64, na_value=np.nan)
-    lo, hi = spec.get('min', -np.inf), spec.get('max', np.inf)
-    tol = 1e-6 * max(1.0, abs(lo) if np.isfinite(lo) else 1.0, abs(hi) if np.isfinite(hi) else 1.0)  # float32 copies of the bounds still pass
-    bad = (v < lo - tol) | (v > hi + tol)
-    if not bad.any(): return []
-    return [Violation('range', c, int(bad.sum()), f"column {c!r}: {int(bad.sum())} values outside the training range [{lo:g}, {hi:g}]"
-                      f" (seen {np.nanmin(v[bad]):g} .. {np.nanmax(v[bad]):g}), e.g. rows {_examples(s.index, bad)}", _examples(s.index, bad))]
-
-def _category_violations(c:str, s:pd.Series, spec:dict) -> list[Violation]:
-    "Values in categories the training data never had"
-    allowed = set(spec['categories'])
-    txt = s.astype(object).where(s.notna(), None)
-    bad = txt.map(lambda x: x is not None and str(x) not in allowed).to_numpy(dtype=bool)
-    if not bad.any(): return []
-    unseen = sorted({str(x) for x in txt[bad]})
-    return [Violation('category', c, int(bad.sum()), f"column {c!r}: {int(bad.sum())} values in categories never seen in training {unseen[:10]}"
-                      f", e.g. rows {_examples(s.index, bad)}", _examples(s.index, bad))]
-
-# %% ../nbs/18_validation.ipynb #08963800
-def _null_violation(c:str, s:pd.Series, nulls:np.ndarray) -> Violation:
-    n = int(nulls.sum())
-    return Violation('nulls', c, n, f"column {c!r}: {n} missing values (NaN) where the training data had none, e.g. rows {_examples(s.index, nulls)}", _examples(s.index, nulls))
-
-# %% ../nbs/18_validation.ipynb #baa94464
+# %% ../nbs/18_validation.ipynb #2aa71626
 def validate(df:pd.DataFrame,  # data to check
              schema:dict,      # from `infer_schema` (or its JSON)
              lazy:bool=False,  # return the list of violations instead of raising
@@ -155,7 +154,7 @@ def validate(df:pd.DataFrame,  # data to check
     if out: raise schema_error(out, f'a frame of {len(df):,} rows')
     return df
 
-# %% ../nbs/18_validation.ipynb #54cb9d65
+# %% ../nbs/18_validation.ipynb #eef0f649
 def _check_image(path:Path) -> dict:
     from PIL import Image
     with Image.open(path) as im:
@@ -170,7 +169,7 @@ def _check_files(files:list[Path], workers:int|None) -> list[dict|Exception]:
         except Exception as e: return e
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as ex: return list(ex.map(one, files))
 
-# %% ../nbs/18_validation.ipynb #4df062ee
+# %% ../nbs/18_validation.ipynb #1792b5ba
 def validate_images(paths:str|Path|Sequence[str|Path], # an image folder (searched recursively) or a list of files
                     mode:str|Sequence[str]|None=None,   # allowed PIL mode(s), e.g. 'RGB' or ['L', 'RGB']
                     size:tuple[int, int]|None=None,     # required (width, height)
