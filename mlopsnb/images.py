@@ -57,11 +57,21 @@ def image_files(folder:str|Path, # searched recursively
     folder = Path(folder)
     return sorted(p for p in folder.rglob('*') if p.is_file() and not any(part.startswith('.') for part in p.relative_to(folder).parts))
 
-# %% ../nbs/13_images.ipynb #cb3746ea
+# %% ../nbs/13_images.ipynb #67072aa5
 class ImageSet:
     "Measured images: per-image features, channel stats, hashes, failures and sample thumbnails"
-    def __init__(self, features:pd.DataFrame, channel_sum:np.ndarray, channel_sumsq:np.ndarray, pixels:int, scale:float, hashes:np.ndarray,
-                 index:pd.Index, samples:dict[str, list[np.ndarray]], failed:pd.DataFrame, source:str, array:np.ndarray|None=None, labels:np.ndarray|None=None):
+    def __init__(self, features:pd.DataFrame,            # one row per decoded image (label, intensities, size...)
+                 channel_sum:np.ndarray,                 # per-channel sum of every pixel value
+                 channel_sumsq:np.ndarray,               # per-channel sum of squares
+                 pixels:int,                             # pixels per channel in those sums
+                 scale:float,                            # the value of full intensity (255 for uint8)
+                 hashes:np.ndarray,                      # one uint64 content hash per image
+                 index:pd.Index,                         # each image's name: position in the array, or path in the folder
+                 samples:dict[str, list[np.ndarray]],    # a few images (or thumbnails) per class
+                 failed:pd.DataFrame,                    # files that failed to decode: path, error
+                 source:str,                             # where the images came from, in words
+                 array:np.ndarray|None=None,             # the (N, H, W[, C]) array, when the images came as one
+                 labels:np.ndarray|None=None):           # the labels of that array
         self.features, self.hashes, self.index, self.samples, self.failed, self.source = features, hashes, index, samples, failed, source
         self.n, self.scale, self.array, self.labels = len(features), scale, array, labels
         mean = channel_sum / max(pixels, 1); var = np.maximum(channel_sumsq / max(pixels, 1) - mean ** 2, 0)
