@@ -34,7 +34,8 @@ def worker(out:str):
     from mlopsnb.core import seed_everything
     from mlopsnb.datasets import mnist_5k, stratified_split
     from mlopsnb.loaders import tensor_dls, NormalizeImages
-    from mlopsnb.distributed import distributed, is_main_process, world_size
+    from mlopsnb.ddp import distributed
+    from mlopsnb.distributed import is_main_process, world_size
     d = mnist_5k(); trn, val = stratified_split(d.y, 0.2, seed=0)
     x, y = torch.from_numpy(d.x), torch.from_numpy(d.y)
     seed_everything(0)

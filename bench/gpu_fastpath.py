@@ -1,7 +1,7 @@
 """The fast path against the expert loop, side by side in one process.
 
-GPU section (needs CUDA): fastai `Learner` + `learn.to_fast()` fed by `TensorBatches` on the device (`GPUBatches`) against
-the expert hand-written loop of ../shared/bench/gpu_loop.py (GPU-resident data, bf16 autocast, channels_last), which is
+GPU section (needs CUDA): fastai `Learner` + `learn.to_fast()` fed by `TensorBatches` on the device against
+the expert hand-written loop `gpu_loop.py` (found beside the checkout, or given with --gpu-loop; GPU-resident data, bf16 autocast, channels_last), which is
 imported and run as is: same ResNet-9, same synthetic 32x32 data, batch size 512, SGD(0.9, nesterov for the expert),
 lr 0.1, wd 5e-4. Alternating expert/ours repeats; each repeat is gpu_loop's protocol (one warm-up epoch, best of 2
 timed epochs). Reports img/s, TFLOP/s (FlopCounterMode count of one training step) and ours/expert. Optional: fastai's
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mlopsnb.core import atomic_write, seed_everything
 from mlopsnb.loaders import tensor_dls, NormalizeImages
-from mlopsnb.fastpath import GPUBatches, precision_policy  # noqa: F401  (GPUBatches is TensorBatches)
+from mlopsnb.fastpath import precision_policy  # noqa: F401
+from mlopsnb.loaders import TensorBatches
 
 p = argparse.ArgumentParser()
 p.add_argument('--repeats', type=int, default=3)
@@ -81,7 +82,7 @@ def cpu_section():
     results['cpu_mnist'] = {'epoch_s': med, 'img_s': {k: n / v for k, v in med.items()}, 'speed_ratio_to_fast_over_plain': med['plain'] / med['to_fast'],
                             'identical_weights': same, 'threads': args.threads, 'epochs_timed': args.cpu_epochs - 1, 'repeats': args.repeats}
 
-# ---------------------------------------------------------------- GPU: to_fast + GPUBatches vs the expert loop
+# ---------------------------------------------------------------- GPU: to_fast + TensorBatches vs the expert loop
 def find_gpu_loop() -> Path:
     cands = [args.gpu_loop] if args.gpu_loop else [ROOT.parent/'shared'/'bench'/'gpu_loop.py', ROOT/'shared'/'bench'/'gpu_loop.py']
     for c in cands:
@@ -103,16 +104,16 @@ def gpu_section():
     def ours(compile=False):
         torch.manual_seed(0)
         Xg = gl.Xf.to(dev).contiguous(memory_format=torch.channels_last); yg = gl.y.to(dev)
-        trn = GPUBatches(Xg, yg, bs=gl.BS, shuffle=True, drop_last=True, seed=0)
-        val = GPUBatches(Xg[:gl.BS], yg[:gl.BS], bs=gl.BS)
+        trn = TensorBatches(Xg, yg, bs=gl.BS, shuffle=True, drop_last=True, seed=0)
+        val = TensorBatches(Xg[:gl.BS], yg[:gl.BS], bs=gl.BS)
         learn = Learner(DataLoaders(trn, val, device=dev), gl.resnet9(), loss_func=nn.CrossEntropyLoss(),
                         opt_func=partial(SGD, mom=0.9), lr=0.1, wd=5e-4)
         learn.to_fast(compile=compile, verbose=False)
         with learn.no_bar(), learn.no_logging():
             learn.fit(1)  # warm-up: cudnn autotune (and compile)
-            return min(gl.timed(lambda: learn.fit(1)) for _ in range(gl.EPOCHS)), learn.fast
+            return min(gl.timed(lambda: learn.fit(1)) for _ in range(gl.EPOCHS)), learn.mlops.fast
     fl = gl.flops_per_step(); steps = gl.N // gl.BS
-    runs = {'expert (gpu_loop raw_expert_bf16)': lambda: gl.raw(False), 'to_fast + GPUBatches': lambda: ours()[0]}
+    runs = {'expert (gpu_loop raw_expert_bf16)': lambda: gl.raw(False), 'to_fast + TensorBatches': lambda: ours()[0]}
     if args.compile:
         runs['expert + compile'] = lambda: gl.raw(False, True)
         runs['to_fast(compile=True) + GPUBatches'] = lambda: ours(True)[0]

@@ -13,7 +13,8 @@ SCRIPT = textwrap.dedent('''
     from mlopsnb.datasets import digits
     from mlopsnb.loaders import tensor_dls, NormalizeImages
     from mlopsnb.core import seed_everything
-    from mlopsnb.distributed import distributed, is_main_process, world_size
+    from mlopsnb.ddp import distributed
+    from mlopsnb.distributed import is_main_process, world_size
     out, track = sys.argv[1], sys.argv[2] == '1'
     d = digits(); x, y = torch.from_numpy(d.x), torch.from_numpy(d.y)      # (1797, 8, 8) uint8, (1797,)
     seed_everything(0)
@@ -21,7 +22,7 @@ SCRIPT = textwrap.dedent('''
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     cbs = []
     if track:
-        from mlopsnb.tracking import MLflowCallback
+        from mlopsnb.tracking_callback import MLflowCallback
         cbs.append(MLflowCallback(experiment='ddp-test', log_plots=False))
     learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=partial(SGD, mom=0.9), lr=0.05, metrics=accuracy, cbs=cbs)
     with distributed(learn), learn.no_bar(): learn.fit(2)
@@ -71,6 +72,22 @@ def test_launch_usage_errors(tmp_path):
     assert launch_command(argparse.Namespace(nprocs=2, target=str(nb), args=['--bad'])) == 2
     bad = tmp_path/'fail.py'; bad.write_text('import sys; sys.exit(3)')
     assert launch_command(argparse.Namespace(nprocs=2, target=str(bad), args=[])) == 1
+
+def test_launch_checks_notebook_params_first(tmp_path, capsys, monkeypatch):
+    "An unknown or mistyped notebook parameter is a usage error (exit 2) found before any process starts"
+    import nbformat
+    from mlopsnb import distributed as d
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("epochs = 5\nlr = 0.1"); params.metadata['tags'] = ['parameters']
+    nb.cells = [params]; nbformat.write(nb, tmp_path/'train.ipynb')
+    started = []
+    monkeypatch.setattr(d.subprocess, 'run', lambda *a, **k: started.append(a) or argparse.Namespace(returncode=0))
+    ns = lambda *args: argparse.Namespace(nprocs=2, target=str(tmp_path/'train.ipynb'), args=list(args))
+    assert d.launch_command(ns('-p', 'epoch', '3')) == 2
+    assert "unknown parameter 'epoch'" in capsys.readouterr().err
+    assert d.launch_command(ns('epochs=many')) == 2
+    assert started == []                                   # no torchrun, no rank
+    assert d.launch_command(ns('-p', 'epochs', '3', 'lr=0.5')) == 0 and len(started) == 1   # a valid call does launch
 
 @pytest.mark.slow
 def test_launch_notebook_two_ranks(tmp_path):
