@@ -116,7 +116,7 @@ def gpu_section():
     runs = {'expert (gpu_loop raw_expert_bf16)': lambda: gl.raw(False), 'to_fast + TensorBatches': lambda: ours()[0]}
     if args.compile:
         runs['expert + compile'] = lambda: gl.raw(False, True)
-        runs['to_fast(compile=True) + GPUBatches'] = lambda: ours(True)[0]
+        runs['to_fast(compile=True) + TensorBatches'] = lambda: ours(True)[0]
     if args.fastai:
         runs['fastai bf16 + channels_last (gpu_loop)'] = lambda: gl.fa('bf16')
         runs['fastai bf16, 15-line GPU batches (gpu_loop)'] = lambda: gl.fa_gpubatches()
