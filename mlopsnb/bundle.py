@@ -15,8 +15,8 @@ from .compat import onnx_session_runner
 
 # %% auto #0
 __all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'file_sha256', 'read_spec', 'step_constants', 'preprocess_images',
-           'preprocess_table', 'BundleModel', 'Bundle', 'load_bundle', 'parity_samples', 'verify_bundle',
-           'predict_command']
+           'preprocess_table', 'preprocess_inputs', 'BundleModel', 'Bundle', 'load_bundle', 'parity_samples',
+           'verify_bundle', 'predict_command']
 
 # %% ../nbs/31_bundle.ipynb #dc6313c2
 BUNDLE_FORMAT = 'mlopsnb-bundle'
@@ -220,7 +220,25 @@ def preprocess_table(inputs,               # a DataFrame, a list of dicts or one
     feeds = {'x_cat': x_cat, 'x_cont': x_cont}
     return {k: feeds[k] for k in input_names}
 
-# %% ../nbs/31_bundle.ipynb #559cfaec
+# %% ../nbs/31_bundle.ipynb #9b6d5696
+def preprocess_inputs(inputs,                    # raw inputs of the bundle's input kind
+                      spec:dict,                 # the bundle's spec (`read_spec`)
+                      consts:dict,               # from `step_constants(spec['preprocessing'])`
+                      input_names:Sequence[str], # the model's input names
+                     ) -> dict[str, np.ndarray]:
+    "Raw inputs -> the model's feeds {input name: array}, by the spec's input kind and preprocessing steps"
+    ispec, steps, kind = spec['input'], spec['preprocessing'], spec['input']['kind']
+    if kind == 'image': return {input_names[0]: preprocess_images(_images(inputs, ispec), steps, consts)}
+    if kind == 'array':
+        a, shp = np.asarray(inputs), tuple(ispec['shape'])
+        if a.ndim == len(shp): a = a[None]
+        if a.shape[1:] != shp: raise ValueError(f"expected arrays of shape {shp} or (N, *{shp}), got {a.shape}")
+        if len(a) == 0: raise ValueError("empty batch: no rows given")
+        return {input_names[0]: preprocess_images(a.astype(ispec['dtype'], copy=False), steps, consts)}
+    if kind == 'tabular': return preprocess_table(inputs, ispec, steps, consts, input_names)
+    raise BundleError(f"unknown input kind {kind!r}")
+
+# %% ../nbs/31_bundle.ipynb #b224812f
 def _session(path:Path, threads:int|None):
     import onnxruntime as ort
     so = ort.SessionOptions()
@@ -263,26 +281,17 @@ class BundleModel:
         if isinstance(feeds, np.ndarray): feeds = {self._in0: feeds}
         return self.session.run(self._out, feeds)[0]
 
-# %% ../nbs/31_bundle.ipynb #aff2c34c
+# %% ../nbs/31_bundle.ipynb #fb1b1d74
 class Bundle(BundleModel):
     "A loaded model bundle: `predict`/`predict_proba` on raw inputs, `preprocess`, `run`, `verify`"
     def __init__(self, path:str|Path, model:str='fp32', threads:int|None=None):
         super().__init__(path, model, threads)
         self._cls = np.array(self.classes) if self.classes else None
-        self._steps = self.spec['preprocessing']
-        self._consts = step_constants(self._steps)
+        self._consts = step_constants(self.spec['preprocessing'])
 
     def preprocess(self, inputs) -> dict[str, np.ndarray]:
         "Raw inputs -> the model's input arrays, by the bundle's preprocessing steps"
-        if self.kind == 'image': return {self._in0: preprocess_images(_images(inputs, self.spec['input']), self._steps, self._consts)}
-        if self.kind == 'array':
-            a, shp = np.asarray(inputs), tuple(self.spec['input']['shape'])
-            if a.ndim == len(shp): a = a[None]
-            if a.shape[1:] != shp: raise ValueError(f"expected arrays of shape {shp} or (N, *{shp}), got {a.shape}")
-            if len(a) == 0: raise ValueError("empty batch: no rows given")
-            return {self._in0: preprocess_images(a.astype(self.spec['input']['dtype'], copy=False), self._steps, self._consts)}
-        if self.kind == 'tabular': return preprocess_table(inputs, self.spec['input'], self._steps, self._consts, self.input_names)
-        raise BundleError(f"unknown input kind {self.kind!r}")
+        return preprocess_inputs(inputs, self.spec, self._consts, self.input_names)
 
     def _outputs(self, inputs, batch_size:int, preprocessed:bool) -> np.ndarray:
         if preprocessed and not isinstance(inputs, np.ndarray): return self.run(inputs)
@@ -318,7 +327,7 @@ class Bundle(BundleModel):
         "Check model file hashes and re-run the stored raw samples against torch's outputs (`verify_bundle`)"
         return verify_bundle(self, atol)
 
-# %% ../nbs/31_bundle.ipynb #1732c8b1
+# %% ../nbs/31_bundle.ipynb #cc217070
 def _softmax(x:np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -330,7 +339,7 @@ def load_bundle(path:str|Path,       # bundle folder
     "Load the bundle at `path` for prediction with numpy + onnxruntime"
     return Bundle(path, model, threads)
 
-# %% ../nbs/31_bundle.ipynb #4cce64a8
+# %% ../nbs/31_bundle.ipynb #4140c0f8
 def parity_samples(b:BundleModel, # a loaded bundle
                   ) -> tuple[Any, np.ndarray]:
     "The raw samples stored in bundle `b` at export and the outputs torch gave for them"
@@ -366,7 +375,7 @@ def verify_bundle(b:Bundle,              # a loaded bundle
                           f"{len(expected)} stored samples; bundle.json preprocessing or the model does not reproduce training")
     return {'ok': True, 'max_abs_diff': diff, 'atol': atol, 'rtol': rtol, 'n': int(len(expected))}
 
-# %% ../nbs/31_bundle.ipynb #fdd3fa36
+# %% ../nbs/31_bundle.ipynb #d8b70a99
 _IMG_EXT = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm'}
 
 def _read_csv(p:Path) -> list[dict]:
@@ -399,7 +408,7 @@ def _predictions(b:Bundle, inputs:Sequence[str]) -> list[dict]:
             for n, v in zip(names, b.predict(batch)): preds.append({'input': str(n), 'prediction': v.tolist()})
     return preds
 
-# %% ../nbs/31_bundle.ipynb #3d983198
+# %% ../nbs/31_bundle.ipynb #13dbef26
 def predict_command(args) -> int:
     "`mlopsnb predict`: predict (and optionally verify) with a bundle; prints one line per input, or JSON"
     inputs, as_json, verify = list(getattr(args, 'inputs', None) or []), bool(getattr(args, 'json', False)), bool(getattr(args, 'verify', False))

@@ -83,16 +83,6 @@ def _find_table(header_re: str) -> tuple[dict, list[str]] | None:
     return None
 
 
-def _find_heading(heading_re: str) -> tuple[dict, str] | None:
-    "The first numbered notebook with a markdown heading matching `heading_re`, and that heading"
-    for i in module_notebooks():
-        for c in _cells(i['path']):
-            if c['type'] != 'markdown': continue
-            m = re.search(rf'^#+\s*(.*{heading_re}.*)$', c['source'], re.M | re.I)
-            if m: return i, m.group(1).strip()
-    return None
-
-
 def architecture() -> str:
     "The ARCHITECTURE section: stages in data-flow order, what each module owns and imports, where the contracts live"
     out = ['Each numbered notebook is one module with one purpose; its tens digit is its stage, and the stages are listed in '
@@ -113,11 +103,11 @@ def architecture() -> str:
                    f"per-job environment variables a runner sets in a job's kernel; its variable table says what each means: "
                    f"{', '.join(f'`{n}`' for n in names)}. Everything that asks \"which run am I logging to?\" asks it.")
         out.append('')
-    state = _find_heading(r'learner state')
+    state = _find_table(r'^\|\s*field\s*\|.*written by')
     if state:
-        info, heading = state
-        out.append(f"**The Learner's state.** What mlopsnb adds to a fastai `Learner`, and who reads and writes it, is tabled under "
-                   f"\"{heading}\" in `nbs/{info['path'].name}` (`mlopsnb.{info['module']}`).")
+        info, fields = state
+        out.append(f"**The Learner's state.** `mlopsnb.{info['module']}` (`nbs/{info['path'].name}`): {info['summary']} Its table "
+                   f"gives each field's type, writer and readers: {', '.join(f'`{n}`' for n in fields)}.")
     else:
         out.append("**The Learner's state.** The fastai internals mlopsnb relies on are listed, each with a test, in "
                    "`mlopsnb.compat.FASTAI_PRIVATE_API`.")
