@@ -290,7 +290,16 @@ def submit(plan:RunPlan,         # from `mlopsnb.plan.plan_run`
         if code is not None: return code
     return None
 
-# %% ../nbs/45_daemon.ipynb #2fcc8859
+# %% ../nbs/45_daemon.ipynb #14b1d895
+def _show(m:dict, accepted:bool, plan:RunPlan, t0:float|None) -> bool:
+    "Print one message of the runner; True once the job was accepted"
+    if 'accepted' in m:
+        accepted = True
+        if t0 is not None and plan.env.get('MLOPSNB_TIMINGS'): print(f"timings: accepted {time.time() - t0:.3f}", file=sys.stderr)
+    if 'o' in m: sys.stdout.write(m['o']); sys.stdout.flush()
+    if 'e' in m: sys.stderr.write(m['e']); sys.stderr.flush()
+    return accepted
+
 def _relay(s:socket.socket, plan:RunPlan, t0:float|None) -> int|None:
     "Send the plan, print what comes back; None if the runner closed before accepting (it was exiting)"
     accepted, cancelled = False, False
@@ -300,28 +309,24 @@ def _relay(s:socket.socket, plan:RunPlan, t0:float|None) -> int|None:
         try:
             s.sendall((json.dumps({'op': 'run', 'plan': dataclasses.asdict(plan), 'tty': tty}, default=str) + '\n').encode())
             while True:
-                try: line = f.readline()
+                try:  # Ctrl-C anywhere in here (reading, or printing what came) asks the runner to stop the job, then waits for it
+                    line = f.readline()
+                    if not line:
+                        if not accepted: return None
+                        print("mlopsnb run: the warm runner exited during the job; see its log in " + str(_socket_dir(plan.env)), file=sys.stderr)
+                        return 1
+                    m = json.loads(line)
+                    accepted = _show(m, accepted, plan, t0)
+                    if 'exit' in m: return int(m['exit'])
                 except KeyboardInterrupt:
                     if cancelled: print('mlopsnb run: left without waiting; the runner stops the jobs', file=sys.stderr); return 130
                     cancelled = True
                     try: s.sendall(b'{"op": "cancel"}\n')
                     except OSError: pass
-                    continue
-                if not line:
-                    if not accepted: return None
-                    print("mlopsnb run: the warm runner exited during the job; see its log in " + str(_socket_dir(plan.env)), file=sys.stderr)
-                    return 1
-                m = json.loads(line)
-                if 'accepted' in m:
-                    accepted = True
-                    if t0 is not None and plan.env.get('MLOPSNB_TIMINGS'): print(f"timings: accepted {time.time() - t0:.3f}", file=sys.stderr)
-                if 'o' in m: sys.stdout.write(m['o']); sys.stdout.flush()
-                if 'e' in m: sys.stderr.write(m['e']); sys.stderr.flush()
-                if 'exit' in m: return int(m['exit'])
         except (ConnectionResetError, BrokenPipeError): return None if not accepted else 1
         finally: f.close()
 
-# %% ../nbs/45_daemon.ipynb #645ddd24
+# %% ../nbs/45_daemon.ipynb #9f54a74a
 def _runners(env:dict) -> list[tuple[Path, dict|None]]:
     return [(p, _request(p, {'op': 'ping'})) for p in sorted(_socket_dir(env).glob('runner-*.sock'))]
 

@@ -73,7 +73,7 @@ def test_param_errors_exit_2_before_any_kernel(tmp_path):
     r = mlopsnb(tmp_path, 'run', TRAIN, '-p', 'lrr', '0.1')
     assert r.returncode == 2 and "did you mean 'lr'?" in r.stderr and 'valid parameters: epochs, lr, bs' in r.stderr
     r = mlopsnb(tmp_path, 'run', TRAIN, '--grid', 'precision=fp32,fp8')
-    assert r.returncode == 2 and "one of ['auto', 'fp32', 'bf16']" in r.stderr
+    assert r.returncode == 2 and "one of ['auto', 'fp32', 'bf16', 'fp16']" in r.stderr  # the choices of train_mnist's Literal
     (tmp_path / 'p.yaml').write_text('bs: [1, 2]\n')
     r = mlopsnb(tmp_path, 'run', TRAIN, '-f', tmp_path / 'p.yaml')
     assert r.returncode == 2 and "'bs' expects int" in r.stderr
@@ -87,7 +87,7 @@ def test_params_command(tmp_path):
     assert r.returncode == 0, r.stderr
     ps = {p['name']: p for p in json.loads(r.stdout)}
     assert list(ps) == ['epochs', 'lr', 'bs', 'arch', 'precision', 'seed', 'limit', 'analyze_data', 'export']
-    assert ps['precision']['choices'] == ['auto', 'fp32', 'bf16'] and ps['epochs']['default'] == 10
+    assert ps['precision']['choices'] == ['auto', 'fp32', 'bf16', 'fp16'] and ps['epochs']['default'] == 10
     r = mlopsnb(tmp_path, 'params', NBS / 'metrics.ipynb')
     assert r.returncode == 0 and 'steps' in r.stdout and 'metric steps to log' in r.stdout
 
