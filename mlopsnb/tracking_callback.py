@@ -60,7 +60,7 @@ def fit_params(learn:Learner, # a learner at `before_fit`
         with contextlib.suppress(Exception): p[name] = len(dl.dataset[0]) if isinstance(dl.dataset, tuple) else len(dl.dataset)
     return p
 
-# %% ../nbs/25_tracking_callback.ipynb #9b3913df
+# %% ../nbs/25_tracking_callback.ipynb #957200ea
 def _log_metrics(run_id:str, buffered:list):
     "Log `[(metrics, step), ...]` in one batch"
     from mlflow.entities import Metric
@@ -90,8 +90,14 @@ class _BufferedMetrics:
         pool.shutdown(wait=True)
         for f in pending: f.result()
 
-class _LastValidPredictions:
-    "Gather the last epoch's predicted and actual classes on the device, for the confusion matrix (no host sync)"
+# %% ../nbs/25_tracking_callback.ipynb #ce4c01ca
+def _confusion_counts(preds:list, targs:list, n:int|None):
+    p, t = torch.cat(preds).cpu(), torch.cat(targs).cpu()
+    n = n if n is not None else int(max(p.max(), t.max())) + 1
+    return torch.bincount(t * n + p, minlength=n * n).view(n, n).numpy()
+
+class _FitFigures:
+    "Gather the last epoch's validation classes; at the end log `loss_curve.png` and `confusion_matrix.png`"
     def after_batch(self):
         if self.training or not self._active or self.epoch != self.n_epoch - 1 or not self.log_plots: return
         pred, yb = self.learn.pred, self.learn.yb
@@ -100,8 +106,30 @@ class _LastValidPredictions:
         if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.dtype.is_floating_point: return
         self._preds.append(pred.detach().argmax(1)); self._targs.append(y.detach())
 
-# %% ../nbs/25_tracking_callback.ipynb #f3544b13
-class MLflowCallback(Callback, _BufferedMetrics, _LastValidPredictions):
+    def _log_plots(self):
+        import mlflow
+        client, rec = mlflow_client(mlflow.get_tracking_uri()), getattr(self.learn, 'recorder', None)
+        if rec is not None and rec.losses:
+            vi = rec.metric_names.index('valid_loss') - 1 if 'valid_loss' in rec.metric_names else None
+            valid = [_to_float(v[vi]) for v in rec.values] if vi is not None else []
+            client.log_figure(self.run_id, loss_curve_figure([_to_float(l) for l in rec.losses], list(rec.iters), valid), 'loss_curve.png')
+        if self._preds:
+            classes = self.classes if self.classes is not None else getattr(self.learn.dls, 'vocab', None)
+            cm = _confusion_counts(self._preds, self._targs, len(classes) if classes is not None else None)
+            client.log_figure(self.run_id, confusion_matrix_figure(cm, list(classes) if classes is not None else None), 'confusion_matrix.png')
+            self.learn.mlops.confusion_matrix = cm
+        self._preds, self._targs = [], []
+
+def _end_run(ctx, status:str):
+    "End the run a `start_run` context `ctx` opened, FINISHED or FAILED (None: nothing to end)"
+    if ctx is None: return
+    if status == 'FINISHED': ctx.__exit__(None, None, None)
+    else:
+        err = RuntimeError(f'fit ended with status {status}')
+        with contextlib.suppress(RuntimeError): ctx.__exit__(RuntimeError, err, None)
+
+# %% ../nbs/25_tracking_callback.ipynb #5de70e8b
+class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
     "Log params, per-epoch metrics, loss curve and confusion matrix of a fastai fit to MLflow (rank 0 only)"
     order = 70  # after Recorder (50) has the epoch's record and after throughput/NaN stats
     name = 'mlflow'  # reachable as `learn.mlflow` (fastai would derive 'm_lflow')
@@ -122,7 +150,8 @@ class MLflowCallback(Callback, _BufferedMetrics, _LastValidPredictions):
         self._active = is_main_process() and not hasattr(self.learn, 'lr_finder') and not hasattr(self.learn, 'gather_preds')
         if not self._active: return
         import mlflow
-        if self._ctx is not None: self._close('FAILED')  # the previous fit raised before after_fit
+        ctx, self._ctx = self._ctx, None
+        _end_run(ctx, 'FAILED')  # the previous fit raised before after_fit
         run = mlflow.active_run()
         if run is None:  # no run of ours, or a job's run not yet attached: `start_run` opens or attaches
             self._ctx = start_run(self.experiment, run_name=self.run_name)
@@ -147,35 +176,6 @@ class MLflowCallback(Callback, _BufferedMetrics, _LastValidPredictions):
         try:
             self._submit_buffer(); self._flush()  # every epoch's metrics are in the store before the run ends
             if self.log_plots: self._log_plots()
-        finally: self._close('FAILED' if self.learn.mlops.nan_error else 'FINISHED')
-
-# %% ../nbs/25_tracking_callback.ipynb #c90e32ea
-def _confusion_counts(preds:list, targs:list, n:int|None):
-    p, t = torch.cat(preds).cpu(), torch.cat(targs).cpu()
-    n = n if n is not None else int(max(p.max(), t.max())) + 1
-    return torch.bincount(t * n + p, minlength=n * n).view(n, n).numpy()
-
-def _log_plots(self:MLflowCallback):
-    import mlflow
-    client, rec = mlflow_client(mlflow.get_tracking_uri()), getattr(self.learn, 'recorder', None)
-    if rec is not None and rec.losses:
-        vi = rec.metric_names.index('valid_loss') - 1 if 'valid_loss' in rec.metric_names else None
-        valid = [_to_float(v[vi]) for v in rec.values] if vi is not None else []
-        client.log_figure(self.run_id, loss_curve_figure([_to_float(l) for l in rec.losses], list(rec.iters), valid), 'loss_curve.png')
-    if self._preds:
-        classes = self.classes if self.classes is not None else getattr(self.learn.dls, 'vocab', None)
-        cm = _confusion_counts(self._preds, self._targs, len(classes) if classes is not None else None)
-        client.log_figure(self.run_id, confusion_matrix_figure(cm, list(classes) if classes is not None else None), 'confusion_matrix.png')
-        self.learn.mlops.confusion_matrix = cm
-    self._preds, self._targs = [], []
-
-def _close(self:MLflowCallback, status:str):
-    "End the run this callback opened (a job's or an outer run is left alone)"
-    ctx, self._ctx = self._ctx, None
-    if ctx is None: return
-    if status == 'FINISHED': ctx.__exit__(None, None, None)
-    else:
-        err = RuntimeError(f'fit ended with status {status}')
-        with contextlib.suppress(RuntimeError): ctx.__exit__(RuntimeError, err, None)
-
-MLflowCallback._log_plots, MLflowCallback._close = _log_plots, _close
+        finally:
+            ctx, self._ctx = self._ctx, None  # a job's or an outer run is left alone (no ctx)
+            _end_run(ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED')
