@@ -24,6 +24,19 @@ def build(out:Path):
     return Callback, mlops_learner(dls, model, nn.CrossEntropyLoss(), lr=LR, tracking=False, progress='none',
                                    checkpoint_dir=Path(out) / 'ck', checkpoint_every_iters=EVERY_ITERS)
 
+def build_job(stop_after:int|None=None):
+    "The learner a job notebook builds: mlops_learner's defaults (in a job: checkpoints in the job's folder, tracking to the job's run)"
+    from fastai.callback.core import Callback, CancelFitException
+    from mlopsnb.callbacks import mlops_learner
+    _, learn = build(Path('.'))  # same data and model as `build`
+    class StopAfter(Callback):  # a first attempt that ends after `stop_after` epochs, as a kill at an epoch boundary
+        order = 90
+        def after_epoch(self):
+            if stop_after is not None and self.epoch + 1 == stop_after: raise CancelFitException
+    learn = mlops_learner(learn.dls, learn.model, nn.CrossEntropyLoss(), lr=LR, progress='none', cbs=[StopAfter()])
+    learn.logger = lambda *a, **k: None
+    return learn
+
 def run(out:Path, mode:str) -> dict:
     "Run a 'full' or 'resume' fit in this process; return the final weights"
     _, learn = build(out)

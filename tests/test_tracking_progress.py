@@ -49,3 +49,31 @@ def test_papermill_progress_is_plain_and_throttled(tmp_path, monkeypatch):
     assert [l.split()[0] for l in lines[1:] if l.split()[0].isdigit()] == [str(e) for e in range(EPOCHS)]
     mode = ''.join(o.text for c in cells for o in c.outputs if o.output_type == 'stream' and 'MODE' in o.text)
     assert 'MODE plain' in mode, mode
+
+
+def test_plain_fastai_learner_prints_throttled_lines_once_patched(capsys):
+    "What a job kernel does through `compat.after_import('fastai.learner', ...)`: fastai's own Learner prints plain lines"
+    import torch, torch.nn as nn
+    from fastai.learner import Learner
+    from fastai.metrics import accuracy
+    from fastcore.basics import defaults
+    from mlopsnb.datasets import digits, stratified_split
+    from mlopsnb.loaders import tensor_dls, NormalizeImages
+    from mlopsnb.progress import FastaiPlainProgress, patch_fastai_progress
+    saved = list(defaults.callbacks)
+    try:
+        assert patch_fastai_progress('plain') and patch_fastai_progress('plain')  # idempotent
+        d = digits()
+        trn, val = stratified_split(d.y, valid_pct=0.2, seed=0)
+        dls = tensor_dls(torch.from_numpy(d.x[trn]), torch.from_numpy(d.y[trn]), torch.from_numpy(d.x[val]), torch.from_numpy(d.y[val]),
+                         bs=64, device='cpu', tfms=[NormalizeImages(0.3, 0.3, scale=16.)])
+        torch.manual_seed(0)
+        learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
+        assert isinstance(learn.progress, FastaiPlainProgress)
+        capsys.readouterr()
+        learn.fit(EPOCHS, 3e-3)
+        lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
+    finally: defaults.callbacks[:] = saved
+    assert '\r' not in ''.join(lines)
+    assert lines[0].split()[:3] == ['epoch', 'train_loss', 'valid_loss'], lines
+    assert [l.split()[0] for l in lines[1:]] == [str(e) for e in range(EPOCHS)], lines
