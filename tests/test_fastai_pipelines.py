@@ -67,13 +67,17 @@ def test_image_folder_mlops_learner_with_torch_loss(store):
     assert not (folder / 'checkpoints').exists()  # nothing written into the data folder (learn.path)
 
 
-def test_vision_learner_with_mlflow_callback(store):
+@pytest.mark.parametrize('torch_loss', [False, True])
+def test_vision_learner_with_mlflow_callback(store, torch_loss):
+    "fastai's own vision_learner: its default loss, or a torch loss with PlainTensorsCallback (what mlops_learner adds itself)"
     from fastai.vision.all import ImageDataLoaders, Normalize, Resize, accuracy, imagenet_stats, resnet18, vision_learner
-    from mlopsnb.callbacks import MLflowCallback
+    from mlopsnb.callbacks import MLflowCallback, PlainTensorsCallback
     _, folder = store
     dls = ImageDataLoaders.from_folder(folder, item_tfms=Resize(32), batch_tfms=Normalize.from_stats(*imagenet_stats), num_workers=0, bs=64)
     torch.manual_seed(0)
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, cbs=[MLflowCallback(experiment='pipelines')])
+    extra = dict(loss_func=nn.CrossEntropyLoss(), cbs=[MLflowCallback(experiment='pipelines'), PlainTensorsCallback()]) if torch_loss \
+        else dict(cbs=[MLflowCallback(experiment='pipelines')])
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, **extra)
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 1e-3)
     _check_classifier_run(learn, folder)
 

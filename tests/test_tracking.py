@@ -80,3 +80,13 @@ def test_runs_table(tracked_run):
     t = runs_table('test_tracking')
     row = t[t.run_id == rid].iloc[0]
     assert row['params.dataset'] == 'digits' and row['metrics.accuracy'] > 0.8 and row['status'] == 'FINISHED'
+
+def test_dataset_inputs(tracked_run):
+    "mlflow ui's Datasets panel: the training and validation tensors, fingerprinted, with their schema"
+    from mlopsnb.core import fingerprint
+    client, rid, learn, _ = tracked_run
+    ins = {i.dataset.name: i for i in client.get_run(rid).inputs.dataset_inputs}
+    assert set(ins) == {'tensors-train', 'tensors-valid'}, ins
+    assert {n: i.tags[0].value for n, i in ins.items()} == {'tensors-train': 'training', 'tensors-valid': 'validation'}
+    assert ins['tensors-train'].dataset.digest == fingerprint([fingerprint(t) for t in learn.dls.train.tensors])
+    assert json.loads(ins['tensors-train'].dataset.schema)['mlflow_colspec'][0]['tensor-spec']['shape'] == [-1, 8, 8]
