@@ -20,7 +20,7 @@ from .store import tracking_uri
 # %% auto #0
 __all__ = ['run_command', 'params_command', 'runs_command', 'compact_params']
 
-# %% ../nbs/46_commands.ipynb #b912686c
+# %% ../nbs/46_commands.ipynb #716dd74d
 def _err(msg:str) -> None: print(msg, file=sys.stderr, flush=True)
 
 def run_command(args, # parsed `mlopsnb run` arguments: notebook, params, param_files, grid, jobs, out, timeout, experiment, reuse
@@ -62,6 +62,7 @@ def runs_command(args, # parsed `mlopsnb runs` arguments: experiment, json
                                                           *key_metrics([r['metrics'] for r in runs], 2), *(['models'] if data else [])]))
     return 0
 
+# %% ../nbs/46_commands.ipynb #1e071281
 def compact_params(params:dict, # a run's params
                    width:int=40, # most characters
                   ) -> str:

@@ -19,7 +19,7 @@ from .params import job_param_sets, notebook_paths, smoke_params
 # %% auto #0
 __all__ = ['RunPlan', 'plan_run', 'key_metrics', 'summary_table', 'report', 'execute_plan']
 
-# %% ../nbs/44_plan.ipynb #86302823
+# %% ../nbs/44_plan.ipynb #fde06a9d
 @dataclasses.dataclass
 class RunPlan:
     "A checked `mlopsnb run`: the jobs and their options, resolved against the caller's folder and environment"
@@ -50,6 +50,7 @@ def _job_specs(targets:list, params, files, grid, cwd:str, smoke:bool) -> tuple[
     if smoke: sets = [{**smoke_params(here(nbs[0])), **s} for s in sets]
     return [(str(nbs[0]), s) for s in sets], False
 
+# %% ../nbs/44_plan.ipynb #a2c5b2ed
 def plan_run(args,                   # parsed `mlopsnb run` arguments: notebook, params, param_files, grid, jobs, out, timeout, experiment, reuse
              env:dict|None=None,     # the caller's environment (default: `os.environ`)
              cwd:str|Path|None=None, # the caller's folder (default: the current one)
@@ -74,7 +75,7 @@ def _check_resume(args, n_jobs:int) -> tuple[str|None, int]:
     if resume and resume != 'latest' and n_jobs > 1: raise ParamError(f"--resume {resume} continues one run, but this is {n_jobs} jobs")
     return resume, retries
 
-# %% ../nbs/44_plan.ipynb #bf5c0e91
+# %% ../nbs/44_plan.ipynb #f551d376
 def key_metrics(metrics:list[dict], # each job's (or run's) metrics
                 k:int=3,            # how many
                ) -> list[str]:
@@ -94,7 +95,7 @@ def summary_table(results:list[JobResult], # from `run_jobs`
              f"{r.duration:.1f}s", r.run_id or '-'] for i, r in enumerate(results)]
     return text_table(rows, ['#', *(['notebook'] if nbcol else []), *pnames, 'status', *mnames, 'time', 'run id'])
 
-# %% ../nbs/44_plan.ipynb #f132ecb0
+# %% ../nbs/44_plan.ipynb #120b56eb
 def _err(msg:str, file:Any=None) -> None: print(msg, file=file or sys.stderr, flush=True)
 
 def report(r:JobResult,           # one job's result
@@ -125,7 +126,7 @@ def _report_many(results:list[JobResult], out:Any, err:Any) -> int:
     print(f"{len(results) - len(bad)}/{len(results)} jobs finished" + (f", {len(bad)} failed" if bad else ''), file=out, flush=True)
     return 0 if not bad else 1
 
-# %% ../nbs/44_plan.ipynb #ee61828f
+# %% ../nbs/44_plan.ipynb #359577d4
 def execute_plan(plan:RunPlan,                    # from `plan_run`
                  out:Any=None,                    # where tables and reports go (default: sys.stdout)
                  err:Any=None,                    # where errors and the progress bar go (default: sys.stderr)

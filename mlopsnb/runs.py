@@ -103,7 +103,7 @@ def end_run(client:Any, run_id:str, # the job's run
         return dict(retry_locked(client.get_run, run_id).data.metrics)
     finally: retry_locked(client.set_terminated, run_id, status)
 
-# %% ../nbs/42_runs.ipynb #630ace1c
+# %% ../nbs/42_runs.ipynb #10164bbd
 def _resumable_error(s:dict, run:Any) -> str|None:
     "Why `run` cannot be resumed by job `s` (None if it can)"
     nb = run.data.tags.get('mlopsnb.notebook')
@@ -112,7 +112,7 @@ def _resumable_error(s:dict, run:Any) -> str|None:
     if not same(nb, s['notebook']): return f"run {run.info.run_id} is a run of {nb}, not of {s['notebook']}"
     if run.info.status not in ('KILLED', 'FAILED'): return f"run {run.info.run_id} is {run.info.status}: only a KILLED or FAILED run can be resumed"
     mine = {k: param_str(v) for k, v in s['params'].items()}
-    diff = sorted(k for k in set(mine) | set(run.data.params) if mine.get(k) != run.data.params.get(k))
+    diff = sorted(k for k in mine if mine[k] != run.data.params.get(k))  # the notebook's parameters; training code logs more
     if diff: return f"run {run.info.run_id} has other parameters ({', '.join(f'{k}={run.data.params.get(k)!r}' for k in diff)})"
     return None
 
@@ -201,7 +201,7 @@ def dead_cell(nb:dict, # the executed notebook when the kernel died
     idx, src = _job_cell(cells, last)
     return idx, next((l.strip() for l in src.splitlines() if l.strip()), '')
 
-# %% ../nbs/42_runs.ipynb #847df6b6
+# %% ../nbs/42_runs.ipynb #84ca2203
 def _last_metric(r:Any) -> str|None:
     "The metric the run logged last (latest timestamp, then step)"
     ms = list(r.data.to_proto().metrics)
@@ -224,6 +224,7 @@ def used_data(run:dict,        # from `list_runs`
     fps = [run['tags'].get('mlopsnb.data_fingerprint') or '', *run.get('dataset_digests', [])]
     return bool(fingerprint) and any(f and f.startswith(fingerprint) for f in fps)
 
+# %% ../nbs/42_runs.ipynb #280186b1
 def list_runs(experiment:str|None=None,  # experiment name (default: every experiment)
               tracking_uri:str|None=None, # MLflow store (default: `store.tracking_uri()`)
               max_results:int=1000,       # most recent runs per experiment

@@ -275,3 +275,14 @@ def test_train_mnist_defaults_reach_097(tmp_path):
     assert (tmp_path / 'out' / 'analysis').is_dir() and (tmp_path / 'out' / 'splits').is_dir()
     arts = {f.path for f in client(tmp_path).list_artifacts(run.info.run_id)}
     assert {'train_mnist.ipynb', 'environment.json', 'bundle', 'analysis', 'splits'} <= arts
+
+
+def test_a_plain_fastai_learner_prints_progress_lines(tmp_path):
+    # fastai's default ProgressCallback draws HTML bars nobody sees in a job; the kernel swaps it for plain lines
+    r = mlopsnb(tmp_path, 'run', NBS / 'fastai_plain.ipynb', timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'progress callback: FastaiPlainProgress' in r.stdout
+    import re
+    assert re.search(r'^epoch\s+train_loss\s+valid_loss', r.stdout, re.M) and re.search(r'^1\s+[\d.]+\s+[\d.]+', r.stdout, re.M), r.stdout
+    (executed,) = (tmp_path / 'runs').glob('fastai_plain-*/fastai_plain.ipynb')
+    assert 'text/html' not in executed.read_text()
