@@ -12,7 +12,7 @@ import numpy as np
 from .bundle import Bundle
 
 # %% auto #0
-__all__ = ['RUNTIME_MODULES', 'runtime_package', 'log_bundle']
+__all__ = ['RUNTIME_MODULES', 'runtime_package', 'model_metadata', 'log_bundle']
 
 # %% ../nbs/32_registry.ipynb #813fe881
 RUNTIME_MODULES = ('bundle', 'image_inputs', 'errors', 'compat')  # what a served bundle needs of mlopsnb: the runtime and its imports
@@ -47,7 +47,7 @@ def runtime_package(dst:str|Path, # folder to create the package in
     for m in RUNTIME_MODULES: shutil.copy(here / f"{m}.py", pkg / f"{m}.py")
     return pkg
 
-# %% ../nbs/32_registry.ipynb #a1ab1223
+# %% ../nbs/32_registry.ipynb #f951a1db
 def _signature(b:Bundle):
     "An MLflow tensor signature for image/array bundles; none for tables (columns with missing values have no stable MLflow type)"
     if b.kind == 'tabular': return None
@@ -55,6 +55,21 @@ def _signature(b:Bundle):
     from mlflow.models.signature import ModelSignature
     x, _ = b.parity_samples()
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(b.spec['input']['dtype']), (-1, *x.shape[1:]))]))
+
+def model_metadata(b:Bundle, # a loaded bundle
+                  ) -> tuple[dict, dict, dict]:
+    "The logged model's params, tags and metrics, from the bundle's spec (only finite metrics)"
+    import math
+    s = b.spec
+    params = {'data_fingerprint': s.get('data_fingerprint'), 'task': b.task, 'input_kind': b.kind, 'exporter': s['model'].get('exporter'),
+              'classes': len(b.classes or []) or None, 'int8': bool(s.get('int8'))}
+    tags = {'mlopsnb.data_fingerprint': s.get('data_fingerprint'), 'mlopsnb.bundle_format': f"{s['format']}/{s['format_version']}",
+            'mlopsnb.bundle_task': b.task}
+    metrics = {f"bundle_valid_{k}": v for k, v in ((s.get('validation') or {}).get('fp32') or {}).items()}
+    metrics['bundle_parity_max_abs_diff'] = (s.get('parity') or {}).get('max_abs_diff')
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return ({k: str(v) for k, v in params.items() if v is not None}, {k: str(v) for k, v in tags.items() if v is not None},
+            {k: float(v) for k, v in metrics.items() if num(v)})
 
 def log_bundle(bundle:str|Path|Bundle,        # bundle folder (or a loaded `Bundle`)
                registered_name:str|None=None, # register the model under this name
@@ -76,9 +91,11 @@ def log_bundle(bundle:str|Path|Bundle,        # bundle folder (or a loaded `Bund
     ctx = contextlib.nullcontext(mlflow.active_run()) if mlflow.active_run() else start_run(run_name='bundle', data_fingerprint=b.spec.get('data_fingerprint'))
     with ctx, warnings.catch_warnings(), tempfile.TemporaryDirectory() as code:
         warnings.simplefilter('ignore')  # MLflow nags about type hints: the bundle runtime validates inputs itself
+        params, tags, metrics = model_metadata(b)
         info = mlflow.pyfunc.log_model(name=name, python_model=_pyfunc_model_class()(), artifacts={'bundle': str(path)},
                                        code_paths=[str(runtime_package(code))], pip_requirements=reqs, signature=_signature(b),
-                                       input_example=None, registered_model_name=registered_name)
+                                       input_example=None, registered_model_name=registered_name, params=params, tags=tags)
+        if metrics: mlflow.log_metrics(metrics, model_id=info.model_id)
         mlflow.set_tags({'mlopsnb.bundle_parity_max_abs_diff': str(b.spec['parity'].get('max_abs_diff')),
                          'mlopsnb.bundle_task': b.task, 'mlopsnb.bundle_exporter': b.spec['model'].get('exporter')})
         if registered_name and alias:
