@@ -62,9 +62,8 @@ def onnx_session_runner(session:Any, # an `onnxruntime.InferenceSession`
     if sess is not None and hasattr(sess, 'run'): return lambda out, feeds: sess.run(out, feeds, None)
     return session.run
 
-# %% ../nbs/06_compat.ipynb #797eaa54
+# %% ../nbs/06_compat.ipynb #4fb1a1de
 FIT_METHODS = ('fit', 'fit_one_cycle', 'fit_flat_cos', 'fit_sgdr')
-_FIT_RECORDERS:dict = {}  # key -> record(learn, method, args, kwargs)
 
 def wrap_fit_methods(record:Callable,    # called as `record(learn, method_name, args, kwargs)` by the outermost fit call
                      key:str='mlopsnb',  # a later call with the same key replaces that recorder
@@ -72,7 +71,11 @@ def wrap_fit_methods(record:Callable,    # called as `record(learn, method_name,
     "Wrap fastai's `Learner.fit*` (once) so the outermost call of each fit is reported to every registered `record`"
     from fastai.learner import Learner
     import fastai.callback.schedule  # noqa: F401  (defines fit_one_cycle & co on Learner)
-    _FIT_RECORDERS[key] = record
+    # The registry lives on the class, not in this module: a second copy of this code (a notebook executing it, a
+    # reloaded module) then adds to the same registry that the installed wrappers read.
+    if '_mlops_fit_recorders' not in Learner.__dict__: Learner._mlops_fit_recorders = {}
+    recorders = Learner._mlops_fit_recorders
+    recorders[key] = record
     for name in FIT_METHODS:
         orig = getattr(Learner, name, None)
         if orig is None or getattr(orig, '_mlops_wrapped', False): continue
@@ -80,7 +83,7 @@ def wrap_fit_methods(record:Callable,    # called as `record(learn, method_name,
             outer = not self.__dict__.get('_mlops_in_fit', False)
             if outer:
                 kw = {k: v for k, v in kwargs.items() if k not in ('cbs', 'start_epoch')}
-                for rec in list(_FIT_RECORDERS.values()): rec(self, __name, list(args), kw)
+                for rec in list(recorders.values()): rec(self, __name, list(args), kw)
                 self.__dict__['_mlops_in_fit'] = True
             try: return __orig(self, *args, **kwargs)
             finally:
