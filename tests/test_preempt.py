@@ -193,3 +193,18 @@ def test_retries_resume_the_same_run_after_a_dead_kernel(tmp_path):
     r = mlopsnb(tmp_path, env, 'run', NBS / 'fail_cell3.ipynb', '--retries', '2')  # an exception in a cell: no retry
     assert r.returncode == 1 and 'resuming' not in r.stderr
     assert only_run(tmp_path, 'fail_cell3').data.tags['mlopsnb.attempt'] == '1'
+
+
+@pytest.mark.slow
+def test_retries_continue_a_killed_training_by_themselves(tmp_path):
+    ref_dir, work = tmp_path / 'ref', tmp_path / 'work'
+    ref_dir.mkdir(); work.mkdir()
+    env = env_for(tmp_path)
+    assert mlopsnb(ref_dir, env, 'run', NBS / 'preempt.ipynb').returncode == 0
+    ref_w = _weights(only_run(ref_dir, 'preempt').data.tags['mlopsnb.output'])
+    p, run_id, out, err = _kill_mid_training(work, env, '--retries', '1')
+    assert p.returncode == 0, out + err
+    assert f'resuming run {run_id} (attempt 2)' in err and 'attempt 2: resumed' in out, err
+    run = only_run(work, 'preempt')  # one run
+    assert run.info.run_id == run_id and run.info.status == 'FINISHED' and run.data.tags['mlopsnb.attempt'] == '2'
+    assert _equal(_weights(run.data.tags['mlopsnb.output']), ref_w)
