@@ -200,3 +200,25 @@ def test_mlopsnb_predict_verify_cli(bundles, tmp_path):
     (bad / 'bundle.json').write_text(json.dumps(spec))
     r = subprocess.run([str(exe), 'predict', str(bad), str(tmp_path / 'x.npy'), '--verify'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and 'VERIFY FAILED' in r.stderr and 'max abs diff' in r.stderr, (r.returncode, r.stdout, r.stderr)
+
+
+def test_unseen_category_warns_naming_column_and_value(bundles):
+    "An island the model never saw still predicts (fastai's #na#), but never silently"
+    from mlopsnb.bundle import CategoryWarning
+    row = bundles['raw'].iloc[[0]].assign(island='Atlantis')
+    with pytest.warns(CategoryWarning, match=r"column 'island': \['Atlantis'\] never seen in training"):
+        load_bundle(bundles['tab']).predict(row)
+
+
+def test_wrong_input_kind_errors_say_what_the_bundle_expects(bundles, tmp_path):
+    "A tabular bundle given an image or a JSON string: exit 2 / ValueError saying what was given and what it takes"
+    from PIL import Image
+    Image.fromarray(bundles['x_val'][0]).save(tmp_path / 'digit.png')
+    rc, out, err = _cli(bundles['tab'], tmp_path / 'digit.png', json_=True)
+    assert rc == 2, (rc, out, err)
+    r = json.loads(out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert r['input'] == [str(tmp_path / 'digit.png')] and 'image files' in r['error'] and "columns ['island', 'sex'" in r['error'], r
+    b = load_bundle(bundles['tab'])
+    with pytest.raises(ValueError, match=r"row 0 is a str \(a JSON string\? parse it with json.loads first\), not a dict of column values; "
+                                         r"this bundle takes table rows with the columns \['island'"):
+        b.predict([json.dumps({'island': 'Dream'})])
