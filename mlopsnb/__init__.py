@@ -2,7 +2,6 @@
 
 Modules:
 
-- `mlopsnb.cli`: The `mlopsnb` command. It starts fast: only argparse is imported up front, and each subcommand imports its module (and so torch, fastai or mlflow) when it runs.
-- `mlopsnb.jobs`: Parameterized notebooks as tracked, reproducible jobs: the parameter contract, papermill execution in a kernel pinned to this interpreter, one MLflow run per job, grids, `--reuse`, and the `mlopsnb run/params/runs` commands."""
+- `mlopsnb.cli`: The `mlopsnb` command. It starts fast: only argparse is imported up front, and each subcommand imports its module (and so torch, fastai or mlflow) when it runs."""
 
 __version__ = "0.0.1"
