@@ -10,9 +10,10 @@ import functools, sys, warnings
 from typing import Any, Callable
 
 # %% auto #0
-__all__ = ['FIT_METHODS', 'FASTAI_PRIVATE_API', 'skip_slow_nbformat_import', 'forget_mlflow_store', 'mlflow_tracking_uri_is_set',
-           'detach_mlflow_run', 'pin_kernel_spec', 'onnx_session_runner', 'wrap_fit_methods', 'add_learner_method',
-           'recorder_valid_metrics', 'after_import']
+__all__ = ['FIT_METHODS', 'FASTAI_PRIVATE_API', 'COMPILED_PREFIX', 'skip_slow_nbformat_import', 'forget_mlflow_store',
+           'mlflow_tracking_uri_is_set', 'detach_mlflow_run', 'pin_kernel_spec', 'onnx_session_runner',
+           'wrap_fit_methods', 'add_learner_method', 'recorder_valid_metrics', 'after_import', 'eager_module',
+           'grad_norms']
 
 # %% ../nbs/06_compat.ipynb #735d8a5f
 def skip_slow_nbformat_import() -> None:
@@ -126,3 +127,18 @@ def after_import(name:str,      # a dotted module name, e.g. 'fastai.learner'
     "Call `fn(module)` right after module `name` is imported (now, if it already is)"
     if name in sys.modules: fn(sys.modules[name]); return
     sys.meta_path.insert(0, _AfterImport(name, fn))
+
+# %% ../nbs/06_compat.ipynb #a8b27e20
+COMPILED_PREFIX = '_orig_mod.'  # what torch.compile puts before every state-dict key
+
+def eager_module(model:Any, # a module, possibly wrapped by `torch.compile`
+                ) -> Any:
+    "The eager module under a `torch.compile` wrapper (or `model` itself)"
+    return getattr(model, '_orig_mod', model)
+
+def grad_norms(grads:list, # tensors, e.g. the parameters' gradients
+              ) -> list:
+    "The 2-norm of each tensor, one fused kernel per device when torch has it"
+    import torch
+    foreach = getattr(torch, '_foreach_norm', None)
+    return list(foreach(grads)) if foreach is not None else [g.norm() for g in grads]
