@@ -109,7 +109,10 @@ def test_vision_learner_squish(folder, tmp_path):
     dls = ImageDataLoaders.from_folder(folder, item_tfms=Resize(28, method='squish'), batch_tfms=Normalize.from_stats(*imagenet_stats),
                                        num_workers=0, bs=64)
     learn = _fit(vision_learner(dls, resnet18, pretrained=False))
-    b = load_bundle(export_bundle(learn, tmp_path / 'resnet', dynamo=False, n_parity=8, rtol=1e-5))  # resnet logits are large after 1 epoch
+    # One epoch on 600 files leaves resnet18's logits in the tens to hundreds; onnxruntime and torch sum its 20 convs in
+    # another order, so fp32 logits differ by up to ~1e-3 (seen: 1.3e-3). Preprocessing must still be exact, and the
+    # probabilities must agree with fastai's to 1e-4 (asserted below): that is what parity is for.
+    b = load_bundle(export_bundle(learn, tmp_path / 'resnet', dynamo=False, n_parity=8, atol=5e-3, rtol=1e-4))
     assert b.spec['parity']['max_abs_diff_preprocessed'] == 0.0  # the runtime's preprocessing is fastai's, bit for bit
     files = _files(folder, 40)
     ref = learn.get_preds(dl=dls.test_dl(files, num_workers=0))[0].numpy()
