@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['RESUME_VAR', 'IN_JOB_VAR', 'JOB_VARIABLES', 'JobContext', 'job_context', 'without_job_variables', 'current_run_id',
-           'process_rank', 'is_main_process']
+           'process_rank', 'world_size', 'is_main_process']
 
 # %% ../nbs/05_context.ipynb #c642e25d
 _FIELDS = {'run_id': 'MLOPSNB_RUN_ID', 'experiment_id': 'MLFLOW_EXPERIMENT_ID', 'tracking_uri': 'MLFLOW_TRACKING_URI',
@@ -75,12 +75,21 @@ def current_run_id(env:dict|None=None, # environment to read (default: `os.envir
     active = mlflow.active_run() if mlflow is not None and hasattr(mlflow, 'active_run') else None
     return active.info.run_id if active is not None else job_context(env).run_id
 
-# %% ../nbs/05_context.ipynb #cf64be12
+# %% ../nbs/05_context.ipynb #c0b5e24e
+def _process_group():
+    "torch.distributed when this process joined a process group, else None (torch is never imported here)"
+    dist = sys.modules.get('torch.distributed')
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
 def process_rank() -> int:
     "This process's rank in a distributed job (0 when not distributed)"
-    dist = sys.modules.get('torch.distributed')
-    if dist is not None and dist.is_available() and dist.is_initialized(): return dist.get_rank()
-    return int(os.environ.get('RANK', '0') or 0)
+    pg = _process_group()
+    return pg.get_rank() if pg is not None else int(os.environ.get('RANK', '0') or 0)
+
+def world_size() -> int:
+    "How many processes train together (1 when not distributed)"
+    pg = _process_group()
+    return pg.get_world_size() if pg is not None else int(os.environ.get('WORLD_SIZE', '1') or 1)
 
 def is_main_process() -> bool:
     "True on rank 0: the process that creates runs and writes files"
