@@ -9,7 +9,8 @@ export PYTHONHASHSEED := 0
 # Modules on the start-up path of `mlopsnb` and of jobs, serving a bundle and reading runs: they must not import
 # torch, fastai or mlflow (the training modules do, by design).
 LIGHT_MODULES := cli commands plan jobs daemon kernels params runs heartbeat inputs mlproject store context formats \
-                 errors compat core tracking distributed bundle analysis validation
+                 errors compat core tracking distributed bundle analysis validation table_inputs serve_inputs batching \
+                 request_log serve_metrics served_model serve_page serve
 
 .PHONY: install demo test test-slow check-clean nbtest pytest notebooks bench docs readme lint clean
 

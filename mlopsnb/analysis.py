@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/analysis.html.md"""
 
 # %% ../nbs/17_analysis.ipynb #9de7e9df
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 import os, sys
 from pathlib import Path
 from typing import Any

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/callbacks.html.md"""
 
 # %% ../nbs/26_callbacks.ipynb #17a9e916
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import functools, warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/checkpoint.html.md"""
 
 # %% ../nbs/22_checkpoint.ipynb #8f98b26b
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai', 'fastcore')
 import contextlib, io, random, time
 from pathlib import Path
 from typing import Any, Callable, Sequence

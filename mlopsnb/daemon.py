@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/daemon.html.md"""
 
 # %% ../nbs/45_daemon.ipynb #0106e5f8
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'fastcore')
 import dataclasses, hashlib, io, json, os, socket, socketserver, subprocess, sys, threading, time
 from pathlib import Path
 

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/datasets.html.md"""
 
 # %% ../nbs/01_datasets.ipynb #cf0fa493
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 import dataclasses
 from pathlib import Path
 import numpy as np

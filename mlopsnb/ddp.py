@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/ddp.html.md"""
 
 # %% ../nbs/28_ddp.ipynb #45583f63
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import contextlib, logging, os, warnings
 from typing import Any, Iterator
 

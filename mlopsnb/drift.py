@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/drift.html.md"""
 
 # %% ../nbs/11_drift.ipynb #eb45d361
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np

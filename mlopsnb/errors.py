@@ -6,9 +6,12 @@ Docs: https://mlopsnb.github.io/mlopsnb/errors.html.md"""
 
 # %% ../nbs/03_errors.ipynb #b5caa752
 from __future__ import annotations
+import importlib.util, sys
+from typing import Sequence
 
 # %% auto #0
-__all__ = ['MlopsnbError', 'ParamError', 'SchemaError', 'BundleError', 'NonFiniteError']
+__all__ = ['EXTRA_PACKAGES', 'MlopsnbError', 'ParamError', 'SchemaError', 'BundleError', 'NonFiniteError', 'extra_of',
+           'MissingExtraError', 'require_extra']
 
 # %% ../nbs/03_errors.ipynb #776b3dc6
 class MlopsnbError(Exception):
@@ -25,3 +28,49 @@ class BundleError(MlopsnbError, ValueError):
 
 class NonFiniteError(MlopsnbError, FloatingPointError):
     "A non-finite loss or gradient stopped training"
+
+# %% ../nbs/03_errors.ipynb #2b454ad6
+# import name -> the extra of pyproject.toml that installs it (directly, or as a dependency of one it lists)
+EXTRA_PACKAGES = {'train': ('torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'accelerate', 'mlflow', 'papermill',
+                            'nbclient', 'nbformat', 'jupyter_client', 'jupyter_core', 'ipykernel', 'IPython', 'ipywidgets',
+                            'onnx', 'onnxscript', 'matplotlib', 'pandas', 'scipy', 'sklearn', 'mlxtend', 'palmerpenguins',
+                            'yaml', 'tqdm', 'psutil')}
+
+def extra_of(package:str, # an import name, possibly dotted ('torch.nn')
+            ) -> str|None:
+    "The optional extra that installs `package`, or None (the slim install has it, or it is not ours to install)"
+    top = package.split('.')[0]
+    return next((extra for extra, names in EXTRA_PACKAGES.items() if top in names), None)
+
+# %% ../nbs/03_errors.ipynb #9b404973
+class MissingExtraError(MlopsnbError, ModuleNotFoundError):
+    "A package of an optional extra that this install leaves out; the message is the `pip install` that brings it"
+    def __init__(self, who:str, packages:Sequence[str], extra:str):
+        self.who, self.packages, self.extra = who, tuple(packages), extra
+        names = ' and '.join(filter(None, [', '.join(self.packages[:-1]), self.packages[-1]]))
+        super().__init__(f"{who} needs {names}, which the slim install leaves out: pip install 'mlopsnb[{extra}]'", name=self.packages[0])
+
+    def __reduce__(self): return type(self), (self.who, self.packages, self.extra)  # picklable across processes
+
+    @classmethod
+    def from_import_error(cls, e:ImportError, # e.g. `No module named 'torch'` from an import inside a function
+                          who:str,            # what needed it, e.g. 'mlopsnb analyze'
+                         ) -> MissingExtraError|None:
+        "`e` restated as the extra to install, or None when the missing module belongs to no extra"
+        packages = getattr(e, 'packages', None) or [(e.name or '').split('.')[0]]
+        extra = extra_of(packages[0])
+        return cls(who, packages, extra) if extra else None
+
+# %% ../nbs/03_errors.ipynb #7bcc2faf
+def _installed(name:str) -> bool:
+    if name in sys.modules: return sys.modules[name] is not None  # None: import blocked (how tests simulate a missing package)
+    return importlib.util.find_spec(name) is not None  # finds without importing
+
+def require_extra(who:str,        # the module that needs them: `__name__`
+                  *packages:str,  # the import names it imports at module level, each in `EXTRA_PACKAGES`
+                 ) -> None:
+    "Raise `MissingExtraError` (naming the extra to install) unless every one of `packages` can be imported"
+    unknown = [p for p in packages if extra_of(p) is None]
+    if unknown: raise ValueError(f"require_extra: {unknown} belong to no extra; add them to mlopsnb.errors.EXTRA_PACKAGES")
+    missing = [p for p in packages if not _installed(p)]
+    if missing: raise MissingExtraError(who, missing, extra_of(missing[0]))

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/fastpath.html.md"""
 
 # %% ../nbs/27_fastpath.ipynb #29075a9e
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import dataclasses, logging
 from typing import Any
 

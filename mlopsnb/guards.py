@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/guards.html.md"""
 
 # %% ../nbs/23_guards.ipynb #0de9b173
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import sys, time
 
 import torch

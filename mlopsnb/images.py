@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/images.html.md"""
 
 # %% ../nbs/13_images.ipynb #7a31f549
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 import hashlib, os, re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/kernels.html.md"""
 
 # %% ../nbs/41_kernels.ipynb #a2e96bf5
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'fastcore')
 import hashlib, json, os, sys, tempfile, threading, time, uuid
 from pathlib import Path
 from typing import Any

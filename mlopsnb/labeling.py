@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/labeling.html.md"""
 
 # %% ../nbs/19_labeling.ipynb #6abd877c
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'fastcore')
 import csv, io, os
 from pathlib import Path
 from typing import Sequence

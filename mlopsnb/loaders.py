@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/loaders.html.md"""
 
 # %% ../nbs/02_loaders.ipynb #c2727565
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastcore')
 from typing import Callable, Iterator, Sequence
 import torch
 from fastcore.basics import patch

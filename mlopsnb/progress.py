@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/progress.html.md"""
 
 # %% ../nbs/21_progress.ipynb #f27b746a
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import os, sys, time
 
 import torch

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/report.html.md"""
 
 # %% ../nbs/12_report.ipynb #0b1a3854
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas', 'fastcore')
 import base64, html, io, json
 from pathlib import Path
 from typing import Any, Callable

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/splits.html.md"""
 
 # %% ../nbs/16_splits.ipynb #2b89273b
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 from typing import Any
 
 import numpy as np

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/state.html.md"""
 
 # %% ../nbs/20_state.ipynb #faf5c4e9
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'fastcore', 'fastai')
 import dataclasses
 from pathlib import Path
 from typing import Any

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/statistics.html.md"""
 
 # %% ../nbs/10_statistics.ipynb #c950396c
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 import math
 from typing import Any, Sequence
 

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/tables.html.md"""
 
 # %% ../nbs/15_tables.ipynb #215e8010
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 import math, os
 from pathlib import Path
 from typing import Any

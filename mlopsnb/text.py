@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/text.html.md"""
 
 # %% ../nbs/14_text.ipynb #efc5fb69
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 
 import numpy as np
 import pandas as pd

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/tracking_callback.html.md"""
 
 # %% ../nbs/25_tracking_callback.ipynb #3d409e0d
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import contextlib, os, time
 from typing import Any
 

@@ -6,6 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/validation.html.md"""
 
 # %% ../nbs/18_validation.ipynb #e01ebd85
 from __future__ import annotations
+from .errors import require_extra; require_extra(__name__, 'pandas')
 import dataclasses, json, os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

@@ -26,3 +26,13 @@ def test_counts_cell_lines(tmp_path):
     nb.write_text(json.dumps({'cells': [{'cell_type': 'code', 'source': ['a = 1\n'] * 61},
                                         {'cell_type': 'markdown', 'source': ['text\n'] * 99}]}))
     assert [(i, len(s.splitlines())) for i, s in arch.notebook_cells(nb)] == [(0, 61)]
+
+
+def test_finds_undeclared_extra_imports(tmp_path):
+    "A module-level import of the training stack must be declared by `require_extra` first; lazy imports need not be"
+    f = tmp_path / 'callbacks.py'
+    f.write_text("from __future__ import annotations\n"
+                 "from .errors import require_extra; require_extra(__name__, 'torch')\n"
+                 "import numpy as np\nimport torch\nfrom fastai.learner import Learner\nimport fastai.callback.core\n"
+                 "def later():\n    import mlflow\n")
+    assert arch.undeclared_extras(f) == ["callbacks.py:5 imports fastai (the `train` extra) without `require_extra(__name__, ..., 'fastai')` before it"]

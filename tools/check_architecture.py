@@ -1,6 +1,7 @@
 """Check the package's shape, as `make test` does: no import circle between mlopsnb modules (lazy imports inside
-functions count too), no import of another module's private name, no module over MAX_MODULE_LINES, no notebook cell
-over MAX_CELL_LINES, and no reference to files outside the project.
+functions count too), no import of another module's private name, no module-level import of an optional extra's package
+without `require_extra(__name__, ...)` naming it first, no module over MAX_MODULE_LINES, no notebook cell over
+MAX_CELL_LINES, and no reference to files outside the project.
 
 Usage: python tools/check_architecture.py [--graph]   (exit 1 and one line per problem when the shape is wrong)"""
 import ast, json, re, subprocess, sys
@@ -10,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / 'mlopsnb'
 MAX_MODULE_LINES, MAX_CELL_LINES = 450, 60
 GENERATED = {'_modidx'}
+sys.path.insert(0, str(ROOT))
+from mlopsnb.errors import extra_of  # after the path is set (the one table of which package belongs to which extra)
 
 
 def _module_of(node: ast.ImportFrom, here: str) -> str | None:
@@ -42,6 +45,21 @@ def imports(path: Path) -> tuple[set[str], list[str]]:
                 if a.name.startswith('mlopsnb.'): mods.add(a.name.split('.')[1])
     mods.discard(here)
     return mods, private
+
+
+def undeclared_extras(path: Path) -> list[str]:
+    "Module-level imports of an extra's package (torch, pandas...) not named by a `require_extra(__name__, ...)` before them"
+    declared, bad = set(), []
+    for node in ast.parse(path.read_text(), str(path)).body:  # module level only: imports inside functions are lazy
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and getattr(node.value.func, 'id', None) == 'require_extra':
+            declared |= {a.value for a in node.value.args[1:] if isinstance(a, ast.Constant)}
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else []
+        for top in dict.fromkeys(n.split('.')[0] for n in names):
+            if extra_of(top) and top not in declared:
+                declared.add(top)  # one line per package is enough
+                bad.append(f"{path.name}:{node.lineno} imports {top} (the `{extra_of(top)}` extra) without `require_extra(__name__, ..., '{top}')` before it")
+    return bad
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -88,7 +106,7 @@ def main() -> int:
     for f in sorted(PKG.glob('*.py')):
         if f.stem in GENERATED or f.stem == '__init__': continue
         graph[f.stem], private = imports(f)
-        problems += private
+        problems += private + undeclared_extras(f)
         n = len(f.read_text().splitlines())
         if n > MAX_MODULE_LINES: problems.append(f"{f.name} has {n} lines (at most {MAX_MODULE_LINES}): split it by purpose")
     problems += [f"import circle: {' -> '.join(c)}" for c in cycles(graph)]
@@ -102,7 +120,7 @@ def main() -> int:
         for m in sorted(graph): print(f"{m}: {', '.join(sorted(graph[m])) or '-'}")
     for p in problems: print(p)
     if problems: print(f"{len(problems)} architecture problem(s)"); return 1
-    print(f"architecture: {len(graph)} modules, no import circle, no private import, modules <= {MAX_MODULE_LINES} lines, cells <= {MAX_CELL_LINES} lines")
+    print(f"architecture: {len(graph)} modules, no import circle, no private import, extras declared, modules <= {MAX_MODULE_LINES} lines, cells <= {MAX_CELL_LINES} lines")
     return 0
 
 
