@@ -77,7 +77,7 @@ def _add_serve_command(sub):
     ab = sv.add_mutually_exclusive_group()
     ab.add_argument('--shadow', metavar='URI', help='a second model run on every request, off the response path, logged')
     ab.add_argument('--challenger', metavar='URI', help='a second model that answers a --split share of requests')
-    sv.add_argument('--split', type=float, default=0.0, metavar='F', help='share of requests the --challenger answers')
+    sv.add_argument('--split', type=float, default=0.0, metavar='F', help='share of requests the --challenger (or the --shadow model) answers instead of the champion')
     sv.add_argument('--admin-token', metavar='T', help='token for /admin/* (or MLOPSNB_ADMIN_TOKEN; none: admin off)')
     sv.add_argument('--mlflow-ui', metavar='URL', help='base URL of `mlflow ui`, for links to the run on the page')
 

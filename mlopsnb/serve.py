@@ -310,10 +310,12 @@ def app_from_env() -> Any:
 def _config(args) -> ServeConfig:
     split = float(getattr(args, 'split', None) or 0.0)
     if not 0.0 <= split <= 1.0: raise ValueError(f"--split must be a share from 0 to 1, got {split}")
-    if split and not getattr(args, 'challenger', None): raise ValueError("--split needs --challenger URI: the model that answers that share")
+    challenger, shadow = getattr(args, 'challenger', None), args.shadow
+    if split and not challenger and shadow: challenger, shadow = shadow, None  # `--shadow URI --split F`: that model answers F instead
+    if split and not challenger: raise ValueError("--split needs --challenger URI (or --shadow URI): the model that answers that share")
     if int(args.workers) < 1: raise ValueError(f"--workers must be at least 1, got {args.workers}")
     return ServeConfig(str(args.model), args.host, int(args.port), int(args.workers), int(args.max_batch), float(args.max_latency_ms),
-                       args.log, bool(args.log_raw), args.shadow, getattr(args, 'challenger', None), split, args.mlflow_ui)
+                       args.log, bool(args.log_raw), shadow, challenger, split, args.mlflow_ui)
 
 def serve_command(args, # parsed `mlopsnb serve` arguments
                  ) -> int:

@@ -127,3 +127,40 @@ def test_bad_command_lines_exit_2_before_binding(tmp_path):
     assert r.returncode == 2 and 'not a model bundle folder' in r.stderr, r.stderr
     r = subprocess.run(cli + [str(tmp_path), '--split', '0.2'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and '--split needs --challenger' in r.stderr, r.stderr
+
+
+def test_split_sends_a_share_to_the_challenger_and_keeps_versions_apart(bundles, tmp_path):
+    "--challenger URI --split 0.5: both models answer, the log and /metrics tell their versions apart"
+    import shutil
+    other = shutil.copytree(bundles['img'], tmp_path / 'challenger')
+    spec = json.loads((other / 'bundle.json').read_text()); spec['model']['sha256'] = 'c' * 64
+    (other / 'bundle.json').write_text(json.dumps(spec))
+    with serving(bundles['img'], log=tmp_path / 'log', challenger=other, split=0.5) as url:
+        roles = [_req(f"{url}/predict", *_multipart('d.png', _png(bundles['x_val'][i % 8])))[1]['model']['role'] for i in range(40)]
+        metrics = _req(f"{url}/metrics")[1]
+    assert 5 < roles.count('challenger') < 35, roles
+    assert f'mlopsnb_predictions_total{{role="challenger",version="{"c" * 12}"}} {roles.count("challenger")}.0' in metrics, metrics
+    time.sleep(0.2)
+    assert {(r['role'], r['version']) for r in read_request_log(tmp_path / 'log')} >= {('challenger', 'c' * 12)}
+
+
+def test_registered_alias_moves_and_reload_serves_the_new_version(bundles, tmp_path):
+    "models:/mnist@champion through a real MLflow store: version 1 served; the alias moves to version 2; /admin/reload serves it"
+    env = {'MLFLOW_TRACKING_URI': f"sqlite:///{tmp_path / 'mlflow.db'}", 'MLOPSNB_ADMIN_TOKEN': TOKEN}
+    script = ("import sys; from mlopsnb.registry import log_bundle; "
+              "i = log_bundle(sys.argv[1], registered_name='mnist', alias='champion'); print(i.registered_model_version)")
+    def register():
+        r = subprocess.run([sys.executable, '-c', script, str(bundles['img'])], env={**os.environ, **env}, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.split()[-1]
+    assert register() == '1'
+    with serving('models:/mnist@champion', log=tmp_path / 'log', env=env, timeout=180) as url:
+        status, body, _ = _req(f"{url}/predict", *_multipart('d.png', _png(bundles['x_val'][0])))
+        assert status == 200 and body['model']['version'] == '1' and body['model']['name'] == 'mnist', body
+        assert body['prediction'] == bundles['img_pred'][0]
+        assert register() == '2'                                            # the alias moves to version 2
+        assert _req(f"{url}/info")[1]['version'] == '1'                     # nothing changes until the reload
+        status, body, _ = _req(f"{url}/admin/reload", b'', {'authorization': f'Bearer {TOKEN}'}, 'POST')
+        assert status == 200 and body['models'][0]['version'] == '2', body
+        assert _req(f"{url}/predict", *_multipart('d.png', _png(bundles['x_val'][0])))[1]['model']['version'] == '2'
