@@ -50,7 +50,7 @@ class _BatchQueue:
         if not max_latency_ms > 0: raise ValueError(f"max_latency_ms must be positive, got {max_latency_ms}")
         self.run, self.max_batch, self.max_latency_s, self.on_batch = run, max_batch, max_latency_ms / 1000, on_batch
         self._queue: collections.deque[_Job] = collections.deque()
-        self._queued_rows, self._row_s, self._busy = 0, 0.0, False  # _row_s: measured seconds per row, for admission
+        self._queued_rows, self._call_s, self._busy = 0, 0.0, False  # _call_s: measured seconds per model call, for admission
         self._wake: asyncio.Event|None = None
         self._task: asyncio.Task|None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix='mlopsnb-model')
@@ -61,13 +61,17 @@ class _BatchQueue:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event(); self._task = asyncio.get_running_loop().create_task(self._dispatch())
         now, n = time.perf_counter(), len(next(iter(feeds.values())))
-        wait = self._queued_rows * self._row_s  # the queue ahead of us, at the measured speed
-        if self._busy and wait > self.max_latency_s:
+        wait = self.expected_wait()  # refused at once only when more than a full batch already waits: the next call
+        if self._queued_rows >= self.max_batch and wait > self.max_latency_s:  # would otherwise take us, whatever it costs
             self.stats['overloaded'] += 1
             raise Overloaded(f"the model is busy: {self._queued_rows} queued rows take ~{wait * 1000:.0f} ms, over the {self.max_latency_s * 1000:g} ms deadline", wait)
         job = _Job(feeds, n, now, now + self.max_latency_s, asyncio.get_running_loop().create_future())
         self._queue.append(job); self._queued_rows += n; self._wake.set()
         return await job.future
+
+    def expected_wait(self) -> float:
+        "Seconds a request arriving now waits for its model call: the call running, then one call per `max_batch` queued rows"
+        return self._call_s * (self._busy + -(-self._queued_rows // self.max_batch))
 
     def _take(self) -> list[_Job]:
         "The next batch: queued jobs up to `max_batch` rows (at least one); expired ones are refused on the way"
@@ -78,7 +82,7 @@ class _BatchQueue:
             if now > j.deadline:
                 self.stats['overloaded'] += 1
                 j.future.set_exception(Overloaded(f"waited {(now - j.arrived) * 1000:.0f} ms for the model, over the {self.max_latency_s * 1000:g} ms deadline",
-                                                  self._queued_rows * self._row_s + self.max_latency_s))
+                                                  self.expected_wait() + self.max_latency_s))
                 continue
             j.started = now; jobs.append(j); rows += j.n
         return jobs
@@ -102,7 +106,7 @@ class MicroBatcher(_BatchQueue):
                     continue
                 finally: self._busy = False
                 dt = time.perf_counter() - t0
-                self._row_s = dt / rows if not self._row_s else 0.8 * self._row_s + 0.2 * dt / rows
+                self._call_s = dt if not self._call_s else 0.8 * self._call_s + 0.2 * dt
                 i = 0
                 for j in jobs:
                     if not j.future.done(): j.future.set_result(out[i:i + j.n])
