@@ -18,6 +18,9 @@ each), one image per request, the same held-out digits for every server, a fixed
 (`--requests`) and a time bound (`--max-seconds`). After a warm-up of each server, rounds alternate the servers
 (A/B/A/B, reversed every other round) so drift in the machine's load hits them alike; each statistic is the median
 over rounds. At 1 client the in-process reference, `Bundle.predict` on the digit, is timed in the same rounds.
+On 2 cores the client competes with the servers: httpx costs the client ~2 ms of CPU a request, so at 8 clients it
+can cap every server near the bare round trip's rate; `--client raw` (a minimal HTTP/1.1 client on asyncio streams,
+~0.2 ms a request) leaves the cores to the servers. The summary says when the client looks like the ceiling.
 Errors are non-200 answers and failed requests; latencies are of 200s only. The CPU the servers (process trees)
 and the client used per request is recorded to show who was short of cores.
 
@@ -25,10 +28,10 @@ Goals (issue 15): at 8 clients mlopsnb >= 3x mlflow's req/s with p99 <= mlflow's
 1.2x of (in-process predict p50 + bare round-trip p50).
 
 Prints the load average at start and end and a summary table; writes bench/results/serve.json.
-Usage: python bench/serve.py [--requests N] [--max-seconds S] [--rounds R] [--clients 1,8] [--bundle DIR]
+Usage: python bench/serve.py [--requests N] [--max-seconds S] [--rounds R] [--clients 1,8] [--bundle DIR] [--client raw]
 """
 from __future__ import annotations
-import argparse, asyncio, collections, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, asyncio, collections, contextlib, json, os, platform, shutil, signal, statistics, subprocess, sys, tempfile, time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -151,45 +154,92 @@ def _child_with_port(port:int) -> int|None:
 
 def tree_cpu_s(pid:int|None) -> float|None:
     "CPU seconds (user + system) used so far by a process and its live descendants"
-    if pid is None: return None
+    try: import psutil
+    except ImportError: return None
     try:
-        import psutil
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
-    except Exception: return None
+    except (psutil.Error, ValueError, TypeError): return None  # gone, or no pid
     total = 0.0
     for p in procs:
         try: t = p.cpu_times(); total += t.user + t.system
-        except Exception: pass
+        except psutil.Error: pass  # ended between the listing and now
     return total
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The client
 
-async def load(url:str, bodies:list[bytes], clients:int, n:int, max_s:float, pid:int|None=None) -> dict:
-    "`n` POSTs (fewer if `max_s` runs out) from `clients` concurrent clients, one connection each; latencies of 200s"
-    import httpx
-    lat, codes, sent = [], collections.Counter(), 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
-        await asyncio.gather(*(client.post(url, content=bodies[0], headers=HEADERS) for _ in range(clients)))  # open the connections
+class RawClient:
+    "A minimal HTTP/1.1 keep-alive client on asyncio streams (one connection): a request costs the client ~10x less CPU than httpx"
+    def __init__(self, url:str):
+        from urllib.parse import urlsplit
+        u = urlsplit(url)
+        self.host, self.port, self.path = u.hostname, u.port, (u.path or '/').encode()
+        self.reader = self.writer = None
 
-        async def worker(deadline:float):
+    async def post(self, body:bytes) -> int:
+        if self.writer is None: self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            self.writer.write(b'POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s'
+                              % (self.path, self.host.encode(), self.port, len(body), body))
+            head = (await self.reader.readuntil(b'\r\n\r\n')).lower()
+            status = int(head[9:12])
+            if b'transfer-encoding: chunked' in head:
+                while (n := int((await self.reader.readuntil(b'\r\n')).split(b';')[0], 16)): await self.reader.readexactly(n + 2)
+                await self.reader.readuntil(b'\r\n')
+            else:
+                i = head.find(b'content-length:')
+                await self.reader.readexactly(int(head[i + 15:head.index(b'\r\n', i)]) if i >= 0 else 0)
+            if b'connection: close' in head: await self.close()
+            return status
+        except BaseException: await self.close(); raise
+
+    async def close(self):
+        if self.writer is not None:
+            w, self.reader, self.writer = self.writer, None, None
+            w.close()
+            try: await w.wait_closed()
+            except OSError: pass
+
+
+@contextlib.asynccontextmanager
+async def connections(kind:str, url:str, n:int):
+    "`n` client connections to `url`, each an async callable body -> status code"
+    if kind == 'raw':
+        conns = [RawClient(url) for _ in range(n)]
+        try: yield [c.post for c in conns]
+        finally:
+            for c in conns: await c.close()
+    else:
+        import httpx
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n, max_keepalive_connections=n), timeout=30.0) as client:
+            async def post(body:bytes) -> int: return (await client.post(url, content=body, headers=HEADERS)).status_code
+            yield [post] * n
+
+
+async def load(url:str, bodies:list[bytes], clients:int, n:int, max_s:float, pid:int|None=None, kind:str='httpx') -> dict:
+    "`n` POSTs (fewer if `max_s` runs out) from `clients` concurrent clients, one connection each; latencies of 200s"
+    lat, codes, sent = [], collections.Counter(), 0
+    async with connections(kind, url, clients) as posts:
+        await asyncio.gather(*(p(bodies[0]) for p in posts))  # open the connections
+
+        async def worker(post, deadline:float):
             nonlocal sent
             while sent < n and time.perf_counter() < deadline:
                 body = bodies[sent % len(bodies)]; sent += 1
                 t = time.perf_counter()
-                try:
-                    r = await client.post(url, content=body, headers=HEADERS)
-                    code = r.status_code
-                except httpx.HTTPError as e: code = type(e).__name__
+                try: code = await asyncio.wait_for(post(body), 30.0)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError) as e: code = type(e).__name__
+                except Exception as e:
+                    if type(e).__module__.split('.')[0] not in ('httpx', 'httpcore'): raise
+                    code = type(e).__name__
                 dt = time.perf_counter() - t
                 codes[code] += 1
                 if code == 200: lat.append(dt * 1000)
 
         cpu0, srv0, t0 = time.process_time(), tree_cpu_s(pid), time.perf_counter()
-        await asyncio.gather(*(worker(t0 + max_s) for _ in range(clients)))
+        await asyncio.gather(*(worker(p, t0 + max_s) for p in posts))
         wall, cpu, srv1 = time.perf_counter() - t0, time.process_time() - cpu0, tree_cpu_s(pid)
     done = sum(codes.values())
     ok = codes.get(200, 0)
@@ -258,6 +308,8 @@ def main():
     ap.add_argument('--warmup', type=int, default=200, help='requests per server and client count before the rounds')
     ap.add_argument('--bundle', help='an MNIST bundle folder to serve (default: train one, about 10-30 s)')
     ap.add_argument('--no-workers2', action='store_true', help='skip the `mlopsnb serve --workers 2` row')
+    ap.add_argument('--client', choices=('httpx', 'raw'), default='httpx',
+                    help='httpx.AsyncClient, or a minimal asyncio-streams HTTP/1.1 client that leaves more of the cores to the servers')
     ap.add_argument('--start-timeout', type=float, default=300.0, help='seconds a server may take to become ready')
     ap.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'serve.json'))
     ap.add_argument('--_build', help=argparse.SUPPRESS)
@@ -278,7 +330,8 @@ def main():
 def run(a, clients:list[int], work:Path, res:dict) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith('MLFLOW_')}
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlflow.db", PYTHONWARNINGS='ignore', MPLBACKEND='Agg',
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # `mlflow models serve` execs `uvicorn` from PATH
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `mlflow models serve` execs `uvicorn` from PATH
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR='false')
     t0 = time.time()
     cmd = [sys.executable, __file__, '--_build', str(work)] + (['--bundle', str(Path(a.bundle).resolve())] if a.bundle else [])
     r = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True, timeout=900)
@@ -289,7 +342,6 @@ def run(a, clients:list[int], work:Path, res:dict) -> None:
     print(f"bundle {how}, registered as models:/{NAME}/{built['version']} in {built['log_s']:.1f}s ({time.time() - t0:.1f}s in all)", flush=True)
 
     from mlopsnb.bundle import load_bundle
-    from mlopsnb.serve import free_port
     d = np.load(work / 'digits.npz')
     x = d['x']
     b = load_bundle(built['bundle'], threads=os.cpu_count())  # the threads `mlopsnb serve` gives its one worker
@@ -298,43 +350,58 @@ def run(a, clients:list[int], work:Path, res:dict) -> None:
               'mlflow': [json.dumps({'inputs': xi[None].tolist()}).encode() for xi in x]}
     res['body_bytes'] = {k: int(np.mean([len(v) for v in vs])) for k, vs in bodies.items()}
 
-    with ExitStack() as stack:
-        servers = {}
-        port = free_port()
-        pid, dt = stack.enter_context(process_server(
-            [str(BIN / 'mlflow'), 'models', 'serve', '-m', f"models:/{NAME}/{built['version']}", '--env-manager', 'local',
-             '--port', str(port), '--host', '127.0.0.1'], f"http://127.0.0.1:{port}/ping", 'mlflow models serve', env, work,
-            work / 'mlflow-serve.log', a.start_timeout))
-        servers['mlflow'] = {'kind': 'mlflow', 'url': f"http://127.0.0.1:{port}/invocations", 'pid': pid, 'startup_s': dt}
-        print(f"mlflow models serve ready in {dt:.1f}s", flush=True)
-        for name, opts in (('mlopsnb', {}), ('mlopsnb w2', {'workers': 2}))[:1 if a.no_workers2 else 2]:
-            url, pid, dt = stack.enter_context(mlopsnb_server(f"models:/{NAME}@champion", env, work / f"requests-{name.replace(' ', '-')}",
-                                                              a.start_timeout, **opts))
-            servers[name] = {'kind': 'mlopsnb', 'url': f"{url}/predict", 'pid': pid, 'startup_s': dt}
-            print(f"{name} serve ready in {dt:.1f}s", flush=True)
-        import httpx
-        answer = httpx.post(servers['mlopsnb']['url'], content=bodies['mlopsnb'][0], headers=HEADERS, timeout=30).content
-        (work / 'answer.json').write_bytes(answer)
-        port = free_port()
-        pid, dt = stack.enter_context(process_server([sys.executable, '-c', BARE_SERVER, str(port), str(work / 'answer.json')],
-                                                     f"http://127.0.0.1:{port}/ready", 'bare server', env, work, work / 'bare.log', 60))
-        servers['bare'] = {'kind': 'bare', 'url': f"http://127.0.0.1:{port}/predict", 'pid': pid, 'startup_s': dt}
-        res['answer_bytes'] = len(answer)
-        res['startup_s'] = {k: s['startup_s'] for k, s in servers.items()}
-        res['agreement_with_bundle_predict'] = check_answers(servers, bodies, expected)
-        res['rounds'] = asyncio.run(measure(a, clients, servers, bodies, b, x))
-        res['load_after'] = os.getloadavg()
-    res['left_running'] = [k for k, s in servers.items() if _alive(s['pid'])]
+    servers = {}
+    try:
+        with ExitStack() as stack: start_and_measure(a, clients, work, env, built, bodies, expected, b, x, stack, servers, res)
+    finally: res['left_running'] = reap([s['pid'] for s in servers.values()])
     report(a, clients, servers, res)
 
 
-def _alive(pid:int|None) -> bool:
-    "Whether any process of the server's process group (each server leads its own session) still exists"
-    if pid is None: return False
-    try: os.killpg(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
+def start_and_measure(a, clients, work, env, built, bodies, expected, b, x, stack, servers, res) -> None:
+    "Start the servers (each stopped by `stack`), check their answers, warm up, run the rounds"
+    from mlopsnb.serve import free_port
+    port = free_port()
+    pid, dt = stack.enter_context(process_server(
+        [str(BIN / 'mlflow'), 'models', 'serve', '-m', f"models:/{NAME}/{built['version']}", '--env-manager', 'local',
+         '--port', str(port), '--host', '127.0.0.1'], f"http://127.0.0.1:{port}/ping", 'mlflow models serve', env, work,
+        work / 'mlflow-serve.log', a.start_timeout))
+    servers['mlflow'] = {'kind': 'mlflow', 'url': f"http://127.0.0.1:{port}/invocations", 'pid': pid, 'startup_s': dt}
+    print(f"mlflow models serve ready in {dt:.1f}s", flush=True)
+    for name, opts in (('mlopsnb', {}), ('mlopsnb w2', {'workers': 2}))[:1 if a.no_workers2 else 2]:
+        url, pid, dt = stack.enter_context(mlopsnb_server(f"models:/{NAME}@champion", env, work / f"requests-{name.replace(' ', '-')}",
+                                                          a.start_timeout, **opts))
+        servers[name] = {'kind': 'mlopsnb', 'url': f"{url}/predict", 'pid': pid, 'startup_s': dt}
+        print(f"{name} serve ready in {dt:.1f}s", flush=True)
+    import httpx
+    answer = httpx.post(servers['mlopsnb']['url'], content=bodies['mlopsnb'][0], headers=HEADERS, timeout=30).content
+    (work / 'answer.json').write_bytes(answer)
+    port = free_port()
+    pid, dt = stack.enter_context(process_server([sys.executable, '-c', BARE_SERVER, str(port), str(work / 'answer.json')],
+                                                 f"http://127.0.0.1:{port}/ready", 'bare server', env, work, work / 'bare.log', 60))
+    servers['bare'] = {'kind': 'bare', 'url': f"http://127.0.0.1:{port}/predict", 'pid': pid, 'startup_s': dt}
+    res['answer_bytes'] = len(answer)
+    res['startup_s'] = {k: s['startup_s'] for k, s in servers.items()}
+    res['agreement_with_bundle_predict'] = check_answers(servers, bodies, expected)
+    try: import uvloop; res['client'] = {'kind': a.client, 'loop': f"uvloop {uvloop.__version__}"}; runner = uvloop.run
+    except ImportError: res['client'] = {'kind': a.client, 'loop': 'asyncio'}; runner = asyncio.run
+    res['rounds'] = runner(measure(a, clients, servers, bodies, b, x))
+    res['load_after'] = os.getloadavg()
+
+
+def reap(pgids:list[int|None], timeout:float=20.0) -> list[int]:
+    "Wait for the servers' process groups (each server leads its own session) to be gone, SIGKILL what remains; the pgids still there"
+    def alive(g):
+        try: os.killpg(g, 0); return True
+        except ProcessLookupError: return False
+        except PermissionError: return True
+    pgids, t0 = [g for g in pgids if g], time.time()
+    while any(alive(g) for g in pgids) and time.time() - t0 < timeout: time.sleep(0.1)
+    for g in filter(alive, pgids):
+        try: os.killpg(g, signal.SIGKILL)
+        except ProcessLookupError: pass
+    t0 = time.time()
+    while any(alive(g) for g in pgids) and time.time() - t0 < 5: time.sleep(0.1)
+    return [g for g in pgids if alive(g)]
 
 
 async def measure(a, clients:list[int], servers:dict, bodies:dict, b, x:np.ndarray) -> dict:
@@ -344,17 +411,17 @@ async def measure(a, clients:list[int], servers:dict, bodies:dict, b, x:np.ndarr
     for c in clients:
         for name in names:
             s = servers[name]
-            w = await load(s['url'], body(s), c, a.warmup, a.max_seconds)
+            w = await load(s['url'], body(s), c, a.warmup, a.max_seconds, kind=a.client)
             if w['errors']: print(f"warm-up: {name} at {c} clients: {w['errors']} errors {w['codes']}")
     time_inprocess(b, x, a.warmup, a.max_seconds)
-    print(f"warm-up done", flush=True)
+    print("warm-up done", flush=True)
     out = {c: {**{n: [] for n in names}, **({'in-process predict': []} if c == 1 else {})} for c in clients}
     for r in range(a.rounds):
         for c in clients:
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 s = servers[name]
-                out[c][name].append(await load(s['url'], body(s), c, a.requests, a.max_seconds, s['pid']))
+                out[c][name].append(await load(s['url'], body(s), c, a.requests, a.max_seconds, s['pid'], a.client))
                 if name == 'bare' and c == 1: out[c]['in-process predict'].append(time_inprocess(b, x, a.requests, a.max_seconds))
             print(f"round {r + 1}/{a.rounds}, {c} client{'s' * (c > 1)}: " +
                   ', '.join(f"{n} {out[c][n][-1]['req_s']:.0f} req/s" for n in names), flush=True)
@@ -395,7 +462,8 @@ def report(a, clients:list[int], servers:dict, res:dict) -> None:
     print(f"\n== serving an MNIST CNN on loopback: mlflow models serve vs mlopsnb serve ({res['cpus']} CPUs, {res['cpu']})")
     print(f"load average (1/5/15 min) at start {lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f}, at end {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}")
     print('versions: ' + ', '.join(f"{k} {v}" for k, v in res['versions'].items() if k in ('mlflow', 'onnxruntime', 'fastapi', 'uvicorn', 'httpx')))
-    print(f"{a.rounds} rounds x {a.requests} requests (bound {a.max_seconds:g} s) per server and client count; medians over rounds; "
+    print(f"client: {res['client']['kind']} on {res['client']['loop']}, in one process; "
+          f"{a.rounds} rounds x {a.requests} requests (bound {a.max_seconds:g} s) per server and client count; medians over rounds; "
           f"bodies {res['body_bytes']} B, answer {res['answer_bytes']} B")
     print('start-up to ready: ' + ', '.join(f"{k} {v:.1f}s" for k, v in res['startup_s'].items()))
     print(f"\n{'server':<20} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv CPU ms/req':>14} {'client CPU ms/req':>17}")
@@ -407,6 +475,11 @@ def report(a, clients:list[int], servers:dict, res:dict) -> None:
     if res.get('floor_p50_ms'): print(f"\n1-client floor: in-process predict p50 + bare round trip p50 = {res['floor_p50_ms']:.3f} ms")
     print('\nratios')
     for k, v in ratios.items(): print(f"  {k:88s} {f(v, 3):>7}")
+    bare_hi = med[hi].get('bare', {}).get('req_s')
+    best = max((v['req_s'] or 0 for n, v in med[hi].items() if n != 'bare'), default=0)
+    if bare_hi and best > 0.5 * bare_hi:
+        print(f"  note: at {hi} clients a model server reached {best / bare_hi:.0%} of the bare round trip's {bare_hi:.0f} req/s: "
+              f"the {a.client} client may be the ceiling{'; try --client raw' if a.client == 'httpx' else ''}")
     print('goals met: ' + ', '.join(f"{k} {'yes' if v else 'NO'}" for k, v in goals.items()))
     print(f"predictions agree with Bundle.predict: {res['agreement_with_bundle_predict']}; servers left running: {res['left_running'] or 'none'}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -109,16 +109,24 @@ async def _shadow(state:ServerState, shadow:ServedModel, rid:str, parsed:ParsedR
                                             'error': f"{type(e).__name__}: {e}"})
 
 # %% ../nbs/66_serve.ipynb #20c85cc4
-async def _body(request, limits:RequestLimits) -> bytes:
+def _capped(request, limit:int):
+    "`request` with its body capped at `limit` bytes: a larger `Content-Length` is refused at once, a chunked body once it passes the limit"
+    from starlette.requests import Request
+    too_big = lambda n: RequestError(413, f"the body is {n:,} bytes; this server takes at most {limit:,}")
     cl = request.headers.get('content-length', '')
-    too_big = lambda n: RequestError(413, f"the body is {n:,} bytes; this server takes at most {limits.max_body_bytes:,}")
-    if cl.isdigit() and int(cl) > limits.max_body_bytes: raise too_big(int(cl))
-    chunks, n = [], 0
-    async for c in request.stream():
-        n += len(c)
-        if n > limits.max_body_bytes: raise too_big(n)
-        chunks.append(c)
-    return b''.join(chunks)
+    if cl.isdigit() and int(cl) > limit: raise too_big(int(cl))
+    n, receive = 0, request.receive
+    async def counted():
+        nonlocal n
+        message = await receive()
+        n += len(message.get('body', b''))
+        if n > limit: raise too_big(n)
+        return message
+    return Request(request.scope, counted)
+
+async def _body(request, limit:int) -> bytes:
+    "The whole body, at most `limit` bytes (`RequestError` 413 past it)"
+    return b''.join([c async for c in _capped(request, limit).stream()])
 
 async def read_request(request,              # a Starlette `Request` to /predict
                        spec:dict,            # the served bundle's spec
@@ -127,16 +135,15 @@ async def read_request(request,              # a Starlette `Request` to /predict
     "A `/predict` request -> bundle inputs, by content type; `RequestError` (4xx) naming what is wrong"
     ctype, kind = request.headers.get('content-type', 'application/json').split(';')[0].strip().lower(), spec['input']['kind']
     if ctype == 'multipart/form-data':
-        cl = request.headers.get('content-length', '')
-        if cl.isdigit() and int(cl) > limits.max_body_bytes: raise RequestError(413, f"the body is {int(cl):,} bytes; this server takes at most {limits.max_body_bytes:,}")
+        capped = _capped(request, limits.max_body_bytes)  # Starlette's parser caps each part and the file count, not the whole body
         try:
-            form = await request.form(max_files=limits.max_items, max_fields=limits.max_items, max_part_size=limits.max_body_bytes)
+            form = await capped.form(max_files=limits.max_items, max_fields=limits.max_items, max_part_size=limits.max_body_bytes)
             files = [(f"file {v.filename or i}", await v.read()) for i, (k, v) in enumerate(form.multi_items()) if hasattr(v, 'read')]
         except RequestError: raise
         except Exception as e: raise RequestError(400, f"cannot read the multipart body ({type(e).__name__}: {e})") from None
         if not files: raise RequestError(422, "no file in the upload: send the image (or CSV) as the form field 'file'", 'file')
         return parse_csv(files[0][1], spec, limits) if kind == 'tabular' else parse_image_files(files, spec, limits)
-    body = await _body(request, limits)
+    body = await _body(request, limits.max_body_bytes)
     if ctype in ('application/json', 'text/json') or ctype.endswith('+json'): return parse_json_body(body, spec, limits)
     if ctype == 'text/csv': return parse_csv(body, spec, limits)
     if kind == 'image' and (ctype.startswith('image/') or ctype == 'application/octet-stream'): return parse_image_files([('body', body)], spec, limits)
@@ -205,13 +212,28 @@ def _predict_route(app, state:ServerState) -> None:
         return resp
 
 # %% ../nbs/66_serve.ipynb #c2e7c0ba
+_FEEDBACK_MAX_BYTES = 64 * 2**10  # a request id and a label: a few hundred bytes
+
+def _validated(model, body:bytes):
+    "`model` (pydantic) from a JSON body, strictly as its schema says (no \"1\" or false for an integer); `RequestError` naming the fields"
+    from pydantic import ValidationError
+    try: return model.model_validate_json(body, strict=True)
+    except ValidationError as e:
+        errs = e.errors(include_url=False, include_input=False)  # never echo the input: it may be 64 KiB of junk
+        if errs[0]['type'] == 'json_invalid': raise RequestError(400, f"the body is not valid JSON ({errs[0]['msg']})") from None
+        by_field: dict[str, list[str]] = {}  # a union field fails once per member: one line per field
+        for x in errs: by_field.setdefault(str(x['loc'][0]) if x['loc'] else 'body', []).append(x['msg'])
+        field = next(iter(by_field))
+        raise RequestError(422, '; '.join(f"{f}: {' or '.join(dict.fromkeys(m))}" for f, m in by_field.items()), None if field == 'body' else field) from None
+
 def _ops_routes(app, state:ServerState) -> None:
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from typing import Annotated
     from pydantic import BaseModel, Field
     class Feedback(BaseModel):
         request_id: str = Field(min_length=1, max_length=200, description='the request_id a /predict answer carried')
-        label: str|int|float|bool = Field(description='the true class (or value) of that input')
+        label: str|int|Annotated[float, Field(allow_inf_nan=False)]|bool = Field(description='the true class (or value) of that input')
         index: int = Field(0, ge=0, description='which input of the request (0 for one)')
 
     @app.get('/health', summary='The process answers')
@@ -229,8 +251,17 @@ def _ops_routes(app, state:ServerState) -> None:
         body, ctype = state.metrics.exposition()
         return Response(body, media_type=ctype)
 
-    @app.post('/feedback', summary='The true label of an earlier request, for monitoring')
-    async def feedback(fb: Feedback):
+    @app.post('/feedback', summary='The true label of an earlier request, for monitoring', responses={'400': {'description': 'malformed body'},
+              '413': {'description': 'body too large'}, '415': {'description': 'not JSON'}, '422': {'description': 'a field is missing or wrong, named'}},
+              openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': Feedback.model_json_schema()}}}})
+    async def feedback(request: Request):
+        ctype = request.headers.get('content-type', 'application/json').split(';')[0].strip().lower()
+        try:
+            if ctype != 'application/json' and not ctype.endswith('+json'): raise RequestError(415, f"content type {ctype!r} is not taken here: send JSON")
+            fb = _validated(Feedback, await _body(request, _FEEDBACK_MAX_BYTES))
+        except RequestError as e:
+            state.metrics.requests.labels('/feedback', str(e.status)).inc()
+            return _error(e.status, str(e), e.field)
         state.log.write({'time': time.time(), 'type': 'feedback', 'request_id': fb.request_id, 'index': fb.index, 'label': fb.label})
         state.metrics.requests.labels('/feedback', '200').inc()
         return {'ok': True}

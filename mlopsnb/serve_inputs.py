@@ -133,11 +133,22 @@ def _row_summary(r:dict, columns:list[str]) -> dict:
     ok = lambda v: v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and np.isfinite(v))
     return {c: (r.get(c) if ok(r.get(c)) else repr(r.get(c))[:100]) for c in columns if c in r}
 
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+
+def _check_huge_ints(rows:list, columns:list[str]) -> None:
+    "JSON integers no float can hold (a 1 and 400 zeros) in the numeric columns: refused here, naming the cell, before a float conversion overflows"
+    for i, r in enumerate(rows):
+        for c in (columns if isinstance(r, dict) else []):
+            v = r.get(c)
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _FLOAT_MAX:
+                raise RequestError(422, f"row {i}, column {c!r}: a {len(str(abs(v)))}-digit integer is too large for a number", c)
+
 def _table_request(rows:Any, spec:dict, limits:RequestLimits) -> ParsedRequest:
     if isinstance(rows, dict): rows = rows['rows'] if isinstance(rows.get('rows'), list) else [rows]
     if not isinstance(rows, list): raise RequestError(422, f"expected a table row (a JSON object), {{\"rows\": [...]}} or a list of rows; got {type(rows).__name__}", 'rows')
     if not rows: raise RequestError(422, "no rows given", 'rows')
     if len(rows) > limits.max_items: raise RequestError(413, f"{len(rows)} rows in one request; this server takes at most {limits.max_items}", 'rows')
+    _check_huge_ints(rows, spec['input']['cont_names'])
     cols = list(spec['input']['columns'])
     return ParsedRequest(rows, [f"row {i}" for i in range(len(rows))], [_row_summary(r, cols) if isinstance(r, dict) else {} for r in rows])
 
