@@ -8,8 +8,9 @@ Docs: https://mlopsnb.github.io/mlopsnb/serve.html.md"""
 __all__ = ['ServeConfig', 'ServerState', 'read_request', 'check_admin', 'create_app', 'app_from_env', 'serve_command',
            'free_port', 'serving']
 
-# %% ../nbs/66_serve.ipynb #5d2ec070
-import asyncio, hmac, json, os, signal, socket, subprocess, sys, tempfile, time, uuid
+# %% ../nbs/66_serve.ipynb #6edf39ce
+import asyncio, hmac, itertools, json, os, signal, socket, subprocess, sys, tempfile, time
+import orjson
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from .serve_inputs import RequestError, RequestLimits, ParsedRequest, parse_csv,
 from .serve_metrics import ServeMetrics
 from .served_model import ModelRouter, ServedModel, resolve_model
 
-# %% ../nbs/66_serve.ipynb #588f104c
+# %% ../nbs/66_serve.ipynb #c34f53c9
 @dataclass
 class ServeConfig:
     "What `mlopsnb serve` was asked to do"
@@ -47,7 +48,7 @@ class ServeConfig:
     def log_folder(self, bundle_path:Path) -> Path:
         return Path(self.log) if self.log else (bundle_path / 'requests' if not self.model.startswith(('models:/', 'runs:/')) else Path('requests'))
 
-# %% ../nbs/66_serve.ipynb #855b8671
+# %% ../nbs/66_serve.ipynb #ec79e40c
 class ServerState:
     "One worker's models, request log and metrics"
     def __init__(self, config:ServeConfig):
@@ -86,7 +87,7 @@ class ServerState:
                 'categories': {c: [v for v in vals if v != '#na#'] for c, vals in cats.items() if c in spec['input'].get('raw_cat_names', [])},
                 'request_schema': request_schema(spec, self.limits)}
 
-# %% ../nbs/66_serve.ipynb #3b2bbfc3
+# %% ../nbs/66_serve.ipynb #7715cd5d
 def _log_records(state:ServerState, rid:str, model:ServedModel, parsed:ParsedRequest, results:list[dict]) -> None:
     t = time.time()
     for i, (s, r) in enumerate(zip(parsed.summaries, results)):
@@ -108,7 +109,7 @@ async def _shadow(state:ServerState, shadow:ServedModel, rid:str, parsed:ParsedR
     except Exception as e: state.log.write({'time': time.time(), 'request_id': rid, 'model': shadow.name, 'version': shadow.version, 'role': 'shadow',
                                             'error': f"{type(e).__name__}: {e}"})
 
-# %% ../nbs/66_serve.ipynb #20c85cc4
+# %% ../nbs/66_serve.ipynb #8dfe6a1f
 def _capped(request, limit:int):
     "`request` with its body capped at `limit` bytes: a larger `Content-Length` is refused at once, a chunked body once it passes the limit"
     from starlette.requests import Request
@@ -150,7 +151,7 @@ async def read_request(request,              # a Starlette `Request` to /predict
     raise RequestError(415, f"content type {ctype!r} is not taken here: send JSON, a multipart upload (field 'file')"
                             f"{', or a raw image body' if kind == 'image' else ', or a CSV body'}")
 
-# %% ../nbs/66_serve.ipynb #5a855f78
+# %% ../nbs/66_serve.ipynb #de9272ae
 def check_admin(headers:dict,         # the request's headers (case-insensitive mapping)
                 token:str|None,       # the configured admin token (None: admin off)
                ) -> None:
@@ -161,18 +162,20 @@ def check_admin(headers:dict,         # the request's headers (case-insensitive 
     if not got: raise RequestError(401, "admin endpoints need the admin token: Authorization: Bearer TOKEN")
     if not hmac.compare_digest(got.encode(), token.encode()): raise RequestError(403, "wrong admin token")
 
-# %% ../nbs/66_serve.ipynb #e47f844d
+# %% ../nbs/66_serve.ipynb #ca7f7c8f
 _MISSING = __import__('re').compile(r"missing columns \['([^']+)'")
 
 def _error(status:int, detail:str, field:str|None=None, headers:dict|None=None):
     from fastapi.responses import JSONResponse
     return JSONResponse({'detail': detail, 'field': field}, status_code=status, headers=headers)
 
+_REQUEST_IDS = (f"{os.urandom(6).hex()}-{i:x}" for i in itertools.count())  # unique per process without a syscall per request
+
 async def _predict(state:ServerState, request) -> Any:
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import Response
     router = state.router
     parsed = await read_request(request, router.champion.bundle.spec, state.limits)
-    model, rid = router.pick(), request.headers.get('x-request-id') or uuid.uuid4().hex
+    model, rid = router.pick(), request.headers.get('x-request-id') or next(_REQUEST_IDS)
     try: results = await model.predict(parsed.inputs)
     except ValueError as e: raise RequestError(422, str(e), (m.group(1) if (m := _MISSING.search(str(e))) else None)) from None
     _log_records(state, rid, model, parsed, results)
@@ -183,7 +186,8 @@ async def _predict(state:ServerState, request) -> Any:
     ok = [r for r in results if 'error' not in r]
     if not ok: body['detail'] = '; '.join(f"{n}: {r['error']}" for n, r in zip(parsed.names, results))
     elif parsed.n == 1: body.update(results[0])
-    return JSONResponse(body, status_code=200 if ok else 422, headers={'x-model-version': model.version, 'x-request-id': rid})
+    return Response(orjson.dumps(body), status_code=200 if ok else 422, media_type='application/json',
+                    headers={'x-model-version': model.version, 'x-request-id': rid})
 
 def _predict_route(app, state:ServerState) -> None:
     spec, lim = state.router.champion.bundle.spec, state.limits
@@ -211,7 +215,7 @@ def _predict_route(app, state:ServerState) -> None:
         state.metrics.latency.labels('/predict').observe(time.perf_counter() - t0)
         return resp
 
-# %% ../nbs/66_serve.ipynb #c2e7c0ba
+# %% ../nbs/66_serve.ipynb #38e0df82
 _FEEDBACK_MAX_BYTES = 64 * 2**10  # a request id and a label: a few hundred bytes
 
 def _validated(model, body:bytes):
@@ -272,7 +276,7 @@ def _ops_routes(app, state:ServerState) -> None:
         except ImportError: return HTMLResponse(f"<h1>{state.router.champion.name}</h1><p>POST /predict; see <a href='/docs'>/docs</a></p>")
         return HTMLResponse(page_html(f"{state.router.champion.name} · mlopsnb"))
 
-# %% ../nbs/66_serve.ipynb #81c60125
+# %% ../nbs/66_serve.ipynb #37d9ea2f
 def _generation(state:ServerState) -> int:
     if not state.config.state_dir: return 0
     try: return int((Path(state.config.state_dir) / 'generation').read_text() or 0)
@@ -306,7 +310,7 @@ def _admin_routes(app, state:ServerState) -> None:
         except RequestError as e: return _error(e.status, str(e), e.field, {'WWW-Authenticate': 'Bearer'} if e.status == 401 else None)
         except BundleError as e: return _error(409, f"reload failed; still serving the previous models: {e}")
 
-# %% ../nbs/66_serve.ipynb #7972bb2c
+# %% ../nbs/66_serve.ipynb #d77c325a
 def create_app(config:ServeConfig, # what to serve and how
               ) -> Any:
     "The FastAPI app of one server worker: models loaded and warmed up, routes wired"
@@ -337,7 +341,7 @@ def app_from_env() -> Any:
     "The app of a worker process, from the `ServeConfig` JSON in `MLOPSNB_SERVE_CONFIG` (uvicorn's factory with --workers)"
     return create_app(ServeConfig(**json.loads(os.environ['MLOPSNB_SERVE_CONFIG'])))
 
-# %% ../nbs/66_serve.ipynb #9797fe90
+# %% ../nbs/66_serve.ipynb #5997ee21
 def _config(args) -> ServeConfig:
     split = float(getattr(args, 'split', None) or 0.0)
     if not 0.0 <= split <= 1.0: raise ValueError(f"--split must be a share from 0 to 1, got {split}")
@@ -370,7 +374,7 @@ def serve_command(args, # parsed `mlopsnb serve` arguments
     finally: shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/66_serve.ipynb #62aebd37
+# %% ../nbs/66_serve.ipynb #88f1d399
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on now"
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
