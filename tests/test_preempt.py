@@ -130,6 +130,7 @@ def _trained(out:str) -> int:
     return int(next(l for l in out.splitlines() if l.startswith('trained_batches')).split()[1])
 
 
+@pytest.mark.slow  # ~100 s; the default suite keeps test_retries_resume_the_same_run_after_a_dead_kernel, tests/test_resume.py kills at random points
 def test_resume_after_a_kill_is_the_same_run_and_bitwise_equal(tmp_path):
     ref_dir, work = tmp_path / 'ref', tmp_path / 'work'
     ref_dir.mkdir(); work.mkdir()
