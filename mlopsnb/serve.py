@@ -8,7 +8,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/serve.html.md"""
 __all__ = ['ServeConfig', 'ServerState', 'read_request', 'check_admin', 'create_app', 'app_from_env', 'serve_command',
            'free_port', 'serving']
 
-# %% ../nbs/66_serve.ipynb #6edf39ce
+# %% ../nbs/66_serve.ipynb #106149e7
 import asyncio, hmac, itertools, json, os, signal, socket, subprocess, sys, tempfile, time
 import orjson
 from contextlib import contextmanager
@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 from .batching import Overloaded
+from .bundle import Bundle
 from .errors import BundleError
 from .request_log import RequestLog
 from .serve_inputs import RequestError, RequestLimits, ParsedRequest, parse_csv, parse_image_files, parse_json_body, request_schema
 from .serve_metrics import ServeMetrics
 from .served_model import ModelRouter, ServedModel, resolve_model
 
-# %% ../nbs/66_serve.ipynb #c34f53c9
+# %% ../nbs/66_serve.ipynb #2e8460e2
 @dataclass
 class ServeConfig:
     "What `mlopsnb serve` was asked to do"
@@ -48,7 +49,7 @@ class ServeConfig:
     def log_folder(self, bundle_path:Path) -> Path:
         return Path(self.log) if self.log else (bundle_path / 'requests' if not self.model.startswith(('models:/', 'runs:/')) else Path('requests'))
 
-# %% ../nbs/66_serve.ipynb #ec79e40c
+# %% ../nbs/66_serve.ipynb #4d68b72f
 class ServerState:
     "One worker's models, request log and metrics"
     def __init__(self, config:ServeConfig):
@@ -87,7 +88,7 @@ class ServerState:
                 'categories': {c: [v for v in vals if v != '#na#'] for c, vals in cats.items() if c in spec['input'].get('raw_cat_names', [])},
                 'request_schema': request_schema(spec, self.limits)}
 
-# %% ../nbs/66_serve.ipynb #7715cd5d
+# %% ../nbs/66_serve.ipynb #28df51d2
 def _log_records(state:ServerState, rid:str, model:ServedModel, parsed:ParsedRequest, results:list[dict]) -> None:
     t = time.time()
     for i, (s, r) in enumerate(zip(parsed.summaries, results)):
@@ -109,7 +110,7 @@ async def _shadow(state:ServerState, shadow:ServedModel, rid:str, parsed:ParsedR
     except Exception as e: state.log.write({'time': time.time(), 'request_id': rid, 'model': shadow.name, 'version': shadow.version, 'role': 'shadow',
                                             'error': f"{type(e).__name__}: {e}"})
 
-# %% ../nbs/66_serve.ipynb #8dfe6a1f
+# %% ../nbs/66_serve.ipynb #ea505f2a
 def _capped(request, limit:int):
     "`request` with its body capped at `limit` bytes: a larger `Content-Length` is refused at once, a chunked body once it passes the limit"
     from starlette.requests import Request
@@ -151,7 +152,7 @@ async def read_request(request,              # a Starlette `Request` to /predict
     raise RequestError(415, f"content type {ctype!r} is not taken here: send JSON, a multipart upload (field 'file')"
                             f"{', or a raw image body' if kind == 'image' else ', or a CSV body'}")
 
-# %% ../nbs/66_serve.ipynb #de9272ae
+# %% ../nbs/66_serve.ipynb #7f291a0b
 def check_admin(headers:dict,         # the request's headers (case-insensitive mapping)
                 token:str|None,       # the configured admin token (None: admin off)
                ) -> None:
@@ -162,9 +163,7 @@ def check_admin(headers:dict,         # the request's headers (case-insensitive 
     if not got: raise RequestError(401, "admin endpoints need the admin token: Authorization: Bearer TOKEN")
     if not hmac.compare_digest(got.encode(), token.encode()): raise RequestError(403, "wrong admin token")
 
-# %% ../nbs/66_serve.ipynb #ca7f7c8f
-_MISSING = __import__('re').compile(r"missing columns \['([^']+)'")
-
+# %% ../nbs/66_serve.ipynb #07334e7f
 def _error(status:int, detail:str, field:str|None=None, headers:dict|None=None):
     from fastapi.responses import JSONResponse
     return JSONResponse({'detail': detail, 'field': field}, status_code=status, headers=headers)
@@ -177,7 +176,7 @@ async def _predict(state:ServerState, request) -> Any:
     parsed = await read_request(request, router.champion.bundle.spec, state.limits)
     model, rid = router.pick(), request.headers.get('x-request-id') or next(_REQUEST_IDS)
     try: results = await model.predict(parsed.inputs)
-    except ValueError as e: raise RequestError(422, str(e), (m.group(1) if (m := _MISSING.search(str(e))) else None)) from None
+    except ValueError as e: raise RequestError(422, str(e), (getattr(e, 'columns', None) or [None])[0]) from None  # a missing column names the field
     _log_records(state, rid, model, parsed, results)
     if router.shadow is not None:
         task = asyncio.get_running_loop().create_task(_shadow(state, router.shadow, rid, parsed))
@@ -215,7 +214,7 @@ def _predict_route(app, state:ServerState) -> None:
         state.metrics.latency.labels('/predict').observe(time.perf_counter() - t0)
         return resp
 
-# %% ../nbs/66_serve.ipynb #38e0df82
+# %% ../nbs/66_serve.ipynb #5a4b6a20
 _FEEDBACK_MAX_BYTES = 64 * 2**10  # a request id and a label: a few hundred bytes
 
 def _validated(model, body:bytes):
@@ -276,7 +275,7 @@ def _ops_routes(app, state:ServerState) -> None:
         except ImportError: return HTMLResponse(f"<h1>{state.router.champion.name}</h1><p>POST /predict; see <a href='/docs'>/docs</a></p>")
         return HTMLResponse(page_html(f"{state.router.champion.name} · mlopsnb"))
 
-# %% ../nbs/66_serve.ipynb #37d9ea2f
+# %% ../nbs/66_serve.ipynb #11c4dbb7
 def _generation(state:ServerState) -> int:
     if not state.config.state_dir: return 0
     try: return int((Path(state.config.state_dir) / 'generation').read_text() or 0)
@@ -310,7 +309,7 @@ def _admin_routes(app, state:ServerState) -> None:
         except RequestError as e: return _error(e.status, str(e), e.field, {'WWW-Authenticate': 'Bearer'} if e.status == 401 else None)
         except BundleError as e: return _error(409, f"reload failed; still serving the previous models: {e}")
 
-# %% ../nbs/66_serve.ipynb #d77c325a
+# %% ../nbs/66_serve.ipynb #3a75fb75
 def create_app(config:ServeConfig, # what to serve and how
               ) -> Any:
     "The FastAPI app of one server worker: models loaded and warmed up, routes wired"
@@ -341,7 +340,7 @@ def app_from_env() -> Any:
     "The app of a worker process, from the `ServeConfig` JSON in `MLOPSNB_SERVE_CONFIG` (uvicorn's factory with --workers)"
     return create_app(ServeConfig(**json.loads(os.environ['MLOPSNB_SERVE_CONFIG'])))
 
-# %% ../nbs/66_serve.ipynb #5997ee21
+# %% ../nbs/66_serve.ipynb #a7ffc35b
 def _config(args) -> ServeConfig:
     split = float(getattr(args, 'split', None) or 0.0)
     if not 0.0 <= split <= 1.0: raise ValueError(f"--split must be a share from 0 to 1, got {split}")
@@ -358,7 +357,7 @@ def serve_command(args, # parsed `mlopsnb serve` arguments
     import shutil, uvicorn
     try:
         cfg = _config(args)
-        for uri in filter(None, (cfg.model, cfg.shadow, cfg.challenger)): ServedModel(resolve_model(uri)).close()  # fail before binding
+        for uri in filter(None, (cfg.model, cfg.shadow, cfg.challenger)): Bundle(resolve_model(uri).path)  # fail before binding
     except (ValueError, BundleError) as e: print(f"mlopsnb serve: {e}", file=sys.stderr); return 2
     if getattr(args, 'admin_token', None): os.environ['MLOPSNB_ADMIN_TOKEN'] = args.admin_token
     state_dir = tempfile.mkdtemp(prefix='mlopsnb-serve-')
@@ -374,7 +373,7 @@ def serve_command(args, # parsed `mlopsnb serve` arguments
     finally: shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/66_serve.ipynb #88f1d399
+# %% ../nbs/66_serve.ipynb #94e917d4
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on now"
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]

@@ -13,24 +13,15 @@ import pytest
 @pytest.fixture(scope='session')
 def bundles(tmp_path_factory):
     "An MNIST CNN bundle (with int8) and a penguins tabular bundle, exported from briefly trained fastai Learners"
-    import torch, torch.nn as nn
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    import torch
     from fastai.tabular.all import TabularDataLoaders, Categorify, FillMissing, Normalize, tabular_learner
-    from mlopsnb.datasets import mnist_5k, penguins, stratified_split
-    from mlopsnb.loaders import tensor_dls, NormalizeImages
+    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    from mlopsnb.datasets import penguins, stratified_split
     from mlopsnb.export import export_bundle
+    from _trained import mnist_cnn_learner
     d = tmp_path_factory.mktemp('bundles')
-    torch.manual_seed(0)
-    data = mnist_5k()
-    trn, val = stratified_split(data.y, 0.2, seed=0)
-    trn, val = trn[:1000], val[:300]
-    dls = tensor_dls(torch.from_numpy(data.x[trn]), torch.from_numpy(data.y[trn]), torch.from_numpy(data.x[val]),
-                     torch.from_numpy(data.y[val]), bs=64, device='cpu', tfms=[NormalizeImages(0.13, 0.31)])
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat())
-    with learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
+    learn, data, val = mnist_cnn_learner(1000, 300, 1)
+    dls = learn.dls
     img = export_bundle(learn, d / 'mnist', classes=data.classes, int8=True, dynamo=False)  # dynamo is covered by nbs/30_export
     x_val = data.x[val[:40]]
     with torch.no_grad(): img_pred = np.array(data.classes)[learn.model.eval()(dls.valid.tfms[0](torch.from_numpy(x_val))).argmax(1).numpy()]

@@ -64,26 +64,13 @@ def _screenshot(pg, tmp_path: Path, name: str) -> Path:
 
 @pytest.fixture(scope='module')
 def mnist(browser, tmp_path_factory):
-    "A real MNIST CNN bundle (as tests/test_bundle.py builds it), a validation digit saved as PNG, and its server"
-    import torch, torch.nn as nn
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    "A real MNIST CNN bundle (tests/_trained.py, trained longer than the session fixture), a validation digit saved as PNG, and its server"
     from PIL import Image
-    from mlopsnb.datasets import mnist_5k, stratified_split
-    from mlopsnb.loaders import tensor_dls, NormalizeImages
     from mlopsnb.export import export_bundle
     from mlopsnb.serve import serving
+    from _trained import mnist_cnn_learner
     d = tmp_path_factory.mktemp('page_mnist')
-    torch.manual_seed(0)
-    data = mnist_5k()
-    trn, val = stratified_split(data.y, 0.2, seed=0)
-    trn, val = trn[:2000], val[:50]
-    dls = tensor_dls(torch.from_numpy(data.x[trn]), torch.from_numpy(data.y[trn]), torch.from_numpy(data.x[val]),
-                     torch.from_numpy(data.y[val]), bs=64, device='cpu', tfms=[NormalizeImages(0.13, 0.31)])
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat())
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 1e-2)
+    learn, data, val = mnist_cnn_learner(2000, 50, 2)
     path = export_bundle(learn, d / 'mnist', classes=data.classes, dynamo=False)
     png = d / 'digit.png'
     Image.fromarray(data.x[val[0]]).save(png)

