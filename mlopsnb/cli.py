@@ -41,6 +41,8 @@ def _add_job_commands(sub):
     r.add_argument('--out', metavar='DIR', help='folder for executed notebooks (default runs/)')
     r.add_argument('--timeout', type=float, metavar='S', help='seconds the whole job may take')
     r.add_argument('--experiment', metavar='NAME', help='MLflow experiment (default: the notebook name)')
+    r.add_argument('--tag', dest='tags', action='append', default=[], metavar='NAME=VALUE',
+                   help="set a tag on each job's MLflow run, e.g. --tag mlopsnb.retrain_of=RUN_ID (repeatable)")
     r.add_argument('--reuse', action='store_true', help='skip jobs that match a FINISHED run (code, params, environment and every file it read)')
     r.add_argument('--resume', nargs='?', const='latest', metavar='RUN_ID',
                    help='continue a KILLED/FAILED run of this job in the same run (default: the latest one with the same parameters)')

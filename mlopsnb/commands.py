@@ -23,7 +23,7 @@ __all__ = ['run_command', 'params_command', 'runs_command', 'compact_params']
 # %% ../nbs/46_commands.ipynb #716dd74d
 def _err(msg:str) -> None: print(msg, file=sys.stderr, flush=True)
 
-def run_command(args, # parsed `mlopsnb run` arguments: notebook, params, param_files, grid, jobs, out, timeout, experiment, reuse
+def run_command(args, # parsed `mlopsnb run` arguments: notebook, params, param_files, grid, jobs, out, timeout, experiment, reuse, tags
                ) -> int:
     "`mlopsnb run`: run one job, a grid, or every notebook of a folder, and return the exit code"
     t0 = time.time()

@@ -19,7 +19,7 @@ from .heartbeat import KERNEL_PID_TAG, Heartbeat, heartbeat_interval, sweep_stal
 from .inputs import input_fingerprints, log_inputs
 from .kernels import ATTACHED_PREFIXES, attach_code, detach_code, inputs_expr, kernel_environment, kernel_process, start_kernel, stop_kernel
 from .params import check_params, full_params, notebook_params, notebook_sha, read_notebook
-from .runs import begin_run, dead_cell, describe_error, end_run, ensure_experiment, find_resumable, params_data_fingerprint
+from .runs import begin_run, check_tags, dead_cell, describe_error, end_run, ensure_experiment, find_resumable, params_data_fingerprint
 from .store import absolute_tracking_uri, mlflow_client, sqlite_path
 
 # %% auto #0
@@ -185,7 +185,7 @@ def run_slug(params:dict, # the given parameters
     s = ','.join(f'{k}={v}' for k, v in params.items())
     return re.sub(r'[^A-Za-z0-9_.=,+-]', '_', s)[:80] or 'defaults'
 
-def _job_spec(nb, params, out_dir, experiment, reuse, tracking_uri, run_name, env:dict, cwd:str, adopt:bool=True) -> tuple[dict, dict]:
+def _job_spec(nb, params, out_dir, experiment, reuse, tracking_uri, run_name, env:dict, cwd:str, adopt:bool=True, tags:dict|None=None) -> tuple[dict, dict]:
     "The checked job: (spec for `begin_run`, the given parameters, coerced); raises `ParamError`"
     ctx = job_context(env)  # started by `mlflow run` (MLFLOW_RUN_ID), not from inside another job: that run is the job's
     nb_path = Path(nb)
@@ -200,7 +200,7 @@ def _job_spec(nb, params, out_dir, experiment, reuse, tracking_uri, run_name, en
             'params': {k: param_str(v) for k, v in allp.items()}, 'data_fp': params_data_fingerprint(allp, cwd), 'reuse': reuse,
             'out_dir': str((Path(cwd) / out_dir).resolve()) if out_dir is not None else None,
             'run_name': run_name or (f"{nb_path.stem} {run_slug(given)}" if given else nb_path.stem),
-            'heartbeat_s': heartbeat_interval(env), 'adopt': ctx.run_id if adopt and not ctx.in_job else None}
+            'heartbeat_s': heartbeat_interval(env), 'adopt': ctx.run_id if adopt and not ctx.in_job else None, 'tags': check_tags(tags)}
     return spec, given
 
 # %% ../nbs/43_jobs.ipynb #95f6eb25
@@ -312,12 +312,13 @@ def run_notebook(nb:str|Path,                   # the job notebook
                  resume:str|None=None,          # continue a KILLED/FAILED run of this job: its run id, or 'latest'
                  retries:int=0,                 # after a dead kernel, resume the same run up to this many times
                  adopt:bool=True,               # use the run `mlflow run` created (MLFLOW_RUN_ID) when there is one
+                 tags:dict|None=None,           # extra tags on the job's run, e.g. {'mlopsnb.retrain_of': run_id} (`runs.check_tags`)
                 ) -> JobResult:
     "Execute notebook `nb` with papermill as one tracked MLflow run and return what happened"
     t0 = time.time()
     skip_slow_nbformat_import()
     env, cwd = dict(os.environ if env is None else env), str(Path(cwd or os.getcwd()).resolve())
-    spec, given = _job_spec(nb, params, out_dir, experiment, reuse and not resume, tracking_uri, run_name, env, cwd, adopt)  # ParamError before any kernel
+    spec, given = _job_spec(nb, params, out_dir, experiment, reuse and not resume, tracking_uri, run_name, env, cwd, adopt, tags)  # ParamError before any kernel
     if resume:  # which run to continue, before any kernel: none is a ParamError
         sweep_stale_runs(spec['uri'], spec['heartbeat_s'])
         spec['resume'] = find_resumable(spec, resume)
@@ -399,13 +400,14 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
              kernels:Any=None,            # a pool of warm kernels (`kernels.KernelPool`)
              resume:str|None=None,        # continue each job's KILLED/FAILED run: a run id (one job) or 'latest'
              retries:int=0,               # resume a job's run after its kernel died, up to this many times
+             tags:dict|None=None,         # extra tags on every job's run (`runs.check_tags`)
             ) -> list[JobResult]:
     "Run every `(notebook, params)` job, `jobs` in parallel; results in the order of `specs`"
     from concurrent.futures import ThreadPoolExecutor
     if jobs < 1: raise ParamError(f"-j must be at least 1, got {jobs}")
     skip_slow_nbformat_import()
     env, cwd = dict(os.environ if env is None else env), str(Path(cwd or os.getcwd()).resolve())
-    checked, n_nbs = _check_all(specs, cwd)
+    checked, n_nbs, tags = *_check_all(specs, cwd), check_tags(tags, 'tag')
     uri = absolute_tracking_uri(tracking_uri, env=env, cwd=cwd)
     exps = [experiment or env.get('MLFLOW_EXPERIMENT_NAME') or nb.stem for nb, _ in checked]
     _prepare_store(uri, exps, len(checked) > 1)
@@ -415,7 +417,7 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
         sub = f"{i:03d}-{nb.stem + ('-' if p else '') if n_nbs > 1 else ''}{run_slug(p) if p or n_nbs == 1 else ''}"
         od = None if out_dir is None else (Path(cwd) / out_dir / sub if len(checked) > 1 else Path(cwd) / out_dir)
         try: return run_notebook(nb, p, od, timeout, exps[i], reuse, stream=stream, tracking_uri=uri, env=env, cwd=cwd, job=handles[i],
-                                 cancel=cancel, kernels=kernels, resume=resume, retries=retries, adopt=len(checked) == 1)
+                                 cancel=cancel, kernels=kernels, resume=resume, retries=retries, adopt=len(checked) == 1, tags=tags)
         except ParamError: raise  # nothing to resume: a usage error (exit 2)
         except Exception as e: return JobResult(str(nb), p, 'FAILED', error=f"{type(e).__name__}: {e}")
     bar, ex, futs = _progress_bar(progress, checked, n_nbs, progress_file), ThreadPoolExecutor(max_workers=jobs), {}

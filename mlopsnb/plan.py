@@ -15,9 +15,10 @@ from .formats import format_value, text_table, to_json
 from .inputs import describe_inputs
 from .jobs import JobResult, run_jobs, run_slug
 from .params import job_param_sets, notebook_paths, smoke_params
+from .runs import check_tags
 
 # %% auto #0
-__all__ = ['RunPlan', 'plan_run', 'key_metrics', 'summary_table', 'report', 'execute_plan']
+__all__ = ['RunPlan', 'plan_run', 'parse_tags', 'key_metrics', 'summary_table', 'report', 'execute_plan']
 
 # %% ../nbs/44_plan.ipynb #fde06a9d
 @dataclasses.dataclass
@@ -34,6 +35,7 @@ class RunPlan:
     env:dict = dataclasses.field(default_factory=dict) # the caller's environment
     resume:str|None = None       # --resume: a run id, or 'latest'
     retries:int = 0              # --retries
+    tags:dict = dataclasses.field(default_factory=dict) # --tag NAME=VALUE: extra tags on every job's run
 
 def _job_specs(targets:list, params, files, grid, cwd:str, smoke:bool) -> tuple[list, bool]:
     "([notebook, params] per job, whether it is a batch of notebooks)"
@@ -65,7 +67,19 @@ def plan_run(args,                   # parsed `mlopsnb run` arguments: notebook,
     if args.timeout is not None and args.timeout <= 0: raise ParamError(f"--timeout must be positive, got {args.timeout}")
     resume, retries = _check_resume(args, len(specs))
     return RunPlan(specs, jobs, args.out, args.timeout, args.experiment, bool(args.reuse), batch or bool(grid) or len(specs) > 1, cwd, env,
-                   resume, retries)
+                   resume, retries, parse_tags(getattr(args, 'tags', None) or []))
+
+def parse_tags(texts:list[str], # `--tag` values, each 'NAME=VALUE' (the value may contain '=' and be empty)
+              ) -> dict[str, str]:
+    "`{name: value}` of the `--tag` options; a malformed one (no '=', no name, a name given twice, a reserved name) raises `ParamError`"
+    tags = {}
+    for t in texts:
+        name, eq, value = t.partition('=')
+        if not eq: raise ParamError(f"--tag {t!r}: expected NAME=VALUE")
+        if not name.strip(): raise ParamError(f"--tag {t!r}: the tag has no name (expected NAME=VALUE)")
+        if name in tags: raise ParamError(f"--tag {name} is given twice ({tags[name]!r} and {value!r})")
+        tags[name] = value
+    return check_tags(tags, '--tag')
 
 def _check_resume(args, n_jobs:int) -> tuple[str|None, int]:
     "(--resume, --retries), checked: a run id resumes one job; --resume and --reuse exclude each other"
@@ -137,7 +151,7 @@ def execute_plan(plan:RunPlan,                    # from `plan_run`
     out, err = out or sys.stdout, err or sys.stderr
     try: results = run_jobs([(nb, p) for nb, p in plan.specs], plan.jobs, plan.out, plan.timeout, plan.experiment, plan.reuse,
                             progress=plan.many, stream=(out, err) if not plan.many else False, env=plan.env, cwd=plan.cwd,
-                            progress_file=err, cancel=cancel, kernels=kernels, resume=plan.resume, retries=plan.retries)
+                            progress_file=err, cancel=cancel, kernels=kernels, resume=plan.resume, retries=plan.retries, tags=plan.tags)
     except ParamError as e: _err(f"mlopsnb run: {e}", err); return 2
     except KeyboardInterrupt: _err("mlopsnb run: interrupted; the running kernels were stopped and their runs marked KILLED", err); return 130
     if not plan.many: report(results[0], out, err, plan.env.get('MLOPSNB_TIMINGS')); return results[0].exit_code

@@ -14,13 +14,15 @@ from .compat import skip_slow_nbformat_import
 from .core import cached_environment, fingerprint
 from .errors import ParamError
 from .formats import param_str
+from .heartbeat import HEARTBEAT_TAG, HOST_TAG, INTERVAL_TAG, KERNEL_PID_TAG, RUNNER_PID_TAG
 from .inputs import changed_inputs, stored_inputs
 from .params import cell_source
 from .store import experiment_id, log_environment, mlflow_client, retry_locked, run_tags
 
 # %% auto #0
-__all__ = ['job_key', 'params_data_fingerprint', 'ensure_experiment', 'begin_run', 'end_run', 'find_resumable', 'reopen_run',
-           'describe_error', 'dead_cell', 'used_data', 'list_runs', 'logged_models', 'runs_table']
+__all__ = ['JOB_TAGS', 'MAX_TAG_VALUE', 'job_key', 'params_data_fingerprint', 'check_tags', 'ensure_experiment', 'begin_run',
+           'end_run', 'find_resumable', 'reopen_run', 'describe_error', 'dead_cell', 'used_data', 'list_runs',
+           'logged_models', 'runs_table']
 
 # %% ../nbs/42_runs.ipynb #4be69165
 def job_key(nb_sha:str,          # from `params.notebook_sha`
@@ -39,6 +41,31 @@ def params_data_fingerprint(params:dict,         # parameter values
     fps = {k: fingerprint(Path(cwd) / v) for k, v in sorted(params.items())
            if isinstance(v, str) and v and len(v) < 4096 and os.path.exists(Path(cwd) / v)}
     return fingerprint(fps) if fps else None
+
+# %% ../nbs/42_runs.ipynb #e790a9c3
+JOB_TAGS = frozenset({'mlopsnb.notebook', 'mlopsnb.notebook_sha', 'mlopsnb.job_key', 'mlopsnb.output', 'mlopsnb.attempt', 'mlopsnb.error',
+                      'mlopsnb.kernel_executable', 'mlopsnb.git_sha', 'mlopsnb.git_dirty', 'mlopsnb.env_hash', 'mlopsnb.data_fingerprint',
+                      'mlopsnb.inputs', HEARTBEAT_TAG, HOST_TAG, INTERVAL_TAG, KERNEL_PID_TAG, RUNNER_PID_TAG})  # what mlopsnb sets on a job's run
+_TAG_NAME = re.compile(r'^[/\w.\- :]+$')  # MLflow's rule for tag names
+MAX_TAG_VALUE = 8000  # characters MLflow accepts in a run tag's value
+
+def check_tags(tags:dict|None, # extra tags for a job's run: name -> value (values are stored as strings)
+               who:str='tag',  # what an error message calls one ('--tag' on the command line)
+              ) -> dict[str, str]:
+    "The tags as `{name: str}`, checked before anything starts (raises `ParamError`): MLflow's naming rules, no tag mlopsnb or MLflow sets itself"
+    out = {}
+    for k, v in (tags or {}).items():
+        name = k if isinstance(k, str) else ''
+        if not name.strip(): raise ParamError(f"{who} {k!r}: a tag needs a name (NAME=VALUE)")
+        norm = os.path.normpath(name)
+        if len(name) > 250 or not _TAG_NAME.match(name) or norm != name or norm == '.' or norm.startswith(('..', '/')):
+            raise ParamError(f"{who} {name!r}: a tag name is at most 250 letters, digits, '_', '-', '.', '/', ':' or spaces, and not a path like '../x'")
+        if name in JOB_TAGS or name.startswith('mlopsnb.error.') or (name.startswith('mlflow.') and name != 'mlflow.note.content'):
+            raise ParamError(f"{who} {name}: {'MLflow' if name.startswith('mlflow.') else 'mlopsnb'} sets this tag on a job's run itself")
+        value = str(v)
+        if len(value) > MAX_TAG_VALUE: raise ParamError(f"{who} {name}: the value has {len(value)} characters; MLflow keeps at most {MAX_TAG_VALUE}")
+        out[name] = value
+    return out
 
 # %% ../nbs/42_runs.ipynb #e0221bac
 def ensure_experiment(client:Any, name:str) -> str:
@@ -65,14 +92,18 @@ def _adopt_run(client:Any, run_id:str, tags:dict) -> tuple[str, dict]:
     retry_locked(client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if not k.startswith('mlflow.')])
     return run.info.experiment_id, dict(run.data.params)
 
-def begin_run(s:dict, # the job spec: uri, experiment, notebook, notebook_abs, notebook_sha, params, data_fp, reuse, out_dir, run_name, cwd[, resume, adopt]
+def begin_run(s:dict, # the job spec: uri, experiment, notebook, notebook_abs, notebook_sha, params, data_fp, reuse, out_dir, run_name, cwd[, resume, adopt, tags]
              ) -> dict:
     "Create (or find with `reuse`, reopen with `resume`, adopt `mlflow run`'s) the job's run and folder: run_id, experiment_id, out_dir, reused"
     info, env_hash = cached_environment(Path(s['notebook_abs']).parent)
     key = job_key(s['notebook_sha'], s['params'], env_hash, s['data_fp'])
-    client = mlflow_client(s['uri'])
-    if s.get('resume'): return reopen_run(client, s['resume'])
-    tags = {**run_tags(info, env_hash, s['data_fp']), 'mlopsnb.notebook': s['notebook'], 'mlopsnb.notebook_sha': s['notebook_sha'],
+    client, own = mlflow_client(s['uri']), check_tags(s.get('tags'))
+    from mlflow.entities import Param, RunTag
+    if s.get('resume'):
+        b = reopen_run(client, s['resume'])
+        if own: retry_locked(client.log_batch, b['run_id'], tags=[RunTag(k, v) for k, v in own.items()])
+        return b
+    tags = {**own, **run_tags(info, env_hash, s['data_fp']), 'mlopsnb.notebook': s['notebook'], 'mlopsnb.notebook_sha': s['notebook_sha'],
             'mlopsnb.job_key': key, 'mlflow.source.name': s['notebook'], 'mlflow.source.type': 'NOTEBOOK'}
     if s.get('adopt'): run_id, (exp_id, logged) = s['adopt'], _adopt_run(client, s['adopt'], tags)
     else:
@@ -81,7 +112,6 @@ def begin_run(s:dict, # the job spec: uri, experiment, notebook, notebook_abs, n
         run_id = retry_locked(client.create_run, exp_id, run_name=s['run_name'], tags=tags).info.run_id
     out = Path(s['out_dir'] or Path(s['cwd']) / 'runs' / f"{Path(s['notebook']).stem}-{run_id[:8]}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from mlflow.entities import Param, RunTag
     retry_locked(client.log_batch, run_id, params=[Param(k, param_str(v)) for k, v in s['params'].items() if k not in logged],
                  tags=[RunTag('mlopsnb.output', str(out))])  # `mlflow run` logged its entry point's parameters itself
     log_environment(client, run_id, info)

@@ -79,6 +79,10 @@ def test_param_errors_exit_2_before_any_kernel(tmp_path):
     assert r.returncode == 2 and "'bs' expects int" in r.stderr
     r = mlopsnb(tmp_path, 'run', tmp_path / 'missing.ipynb')
     assert r.returncode == 2 and 'no such notebook' in r.stderr
+    r = mlopsnb(tmp_path, 'run', TRAIN, '--tag', 'mlopsnb.retrain_of')
+    assert r.returncode == 2 and "--tag 'mlopsnb.retrain_of': expected NAME=VALUE" in r.stderr
+    r = mlopsnb(tmp_path, 'run', TRAIN, '--tag', '=abc')
+    assert r.returncode == 2 and "--tag '=abc': the tag has no name" in r.stderr
     assert not (tmp_path / 'mlflow.db').exists() and not (tmp_path / 'runs').exists()  # nothing started
 
 
@@ -213,7 +217,7 @@ def test_reuse_and_interpreter_pin_and_runs_json(tmp_path, mode_env_r):
     (ks / 'kernel.json').write_text(json.dumps({'argv': ['/usr/bin/python3', '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
                                                 'display_name': 'wrong python', 'language': 'python'}))
     env = {**mode_env, 'JUPYTER_PATH': str(tmp_path / 'jupyter'), 'JUPYTER_DATA_DIR': str(tmp_path / 'jupyter')}
-    args = ('run', NBS / 'metrics.ipynb', '-p', 'lr', '0.5', '--reuse')
+    args = ('run', NBS / 'metrics.ipynb', '-p', 'lr', '0.5', '--reuse', '--tag', 'mlopsnb.retrain_of=abc', '--tag', 'note=a=b')
     r1 = mlopsnb(tmp_path, *args, env=env)
     assert r1.returncode == 0, r1.stderr
     assert 'score 32.0' in r1.stdout
@@ -222,6 +226,7 @@ def test_reuse_and_interpreter_pin_and_runs_json(tmp_path, mode_env_r):
     assert 'reused run' in r2.stdout and 'score 32.0' not in r2.stdout  # nothing executed
     (run,) = runs_of(tmp_path, 'metrics')
     assert os.path.realpath(run.data.tags['mlopsnb.kernel_executable']) == os.path.realpath(sys.executable)
+    assert (run.data.tags['mlopsnb.retrain_of'], run.data.tags['note']) == ('abc', 'a=b')  # --tag, through the warm runner too
     assert run.info.run_id in r2.stdout
     r3 = mlopsnb(tmp_path, 'run', NBS / 'metrics.ipynb', '-p', 'lr', '0.25', '--reuse', env=env)  # other params: executes
     assert r3.returncode == 0 and 'score 16.0' in r3.stdout
