@@ -8,7 +8,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/serve.html.md"""
 __all__ = ['ServeConfig', 'ServerState', 'read_request', 'check_admin', 'create_app', 'app_from_env', 'serve_command',
            'free_port', 'serving']
 
-# %% ../nbs/66_serve.ipynb #106149e7
+# %% ../nbs/66_serve.ipynb #3a07ce9a
 import asyncio, hmac, itertools, json, os, signal, socket, subprocess, sys, tempfile, time
 import orjson
 from contextlib import contextmanager
@@ -23,7 +23,7 @@ from .serve_inputs import RequestError, RequestLimits, ParsedRequest, parse_csv,
 from .serve_metrics import ServeMetrics
 from .served_model import ModelRouter, ServedModel, resolve_model
 
-# %% ../nbs/66_serve.ipynb #2e8460e2
+# %% ../nbs/66_serve.ipynb #61019c4c
 @dataclass
 class ServeConfig:
     "What `mlopsnb serve` was asked to do"
@@ -49,7 +49,7 @@ class ServeConfig:
     def log_folder(self, bundle_path:Path) -> Path:
         return Path(self.log) if self.log else (bundle_path / 'requests' if not self.model.startswith(('models:/', 'runs:/')) else Path('requests'))
 
-# %% ../nbs/66_serve.ipynb #4d68b72f
+# %% ../nbs/66_serve.ipynb #7273ab47
 class ServerState:
     "One worker's models, request log and metrics"
     def __init__(self, config:ServeConfig):
@@ -88,11 +88,12 @@ class ServerState:
                 'categories': {c: [v for v in vals if v != '#na#'] for c, vals in cats.items() if c in spec['input'].get('raw_cat_names', [])},
                 'request_schema': request_schema(spec, self.limits)}
 
-# %% ../nbs/66_serve.ipynb #28df51d2
+# %% ../nbs/66_serve.ipynb #9fb6e725
 def _log_records(state:ServerState, rid:str, model:ServedModel, parsed:ParsedRequest, results:list[dict]) -> None:
     t = time.time()
     for i, (s, r) in enumerate(zip(parsed.summaries, results)):
-        rec = {'time': t, 'request_id': rid, 'index': i, 'model': model.name, 'version': model.version, 'role': model.role, 'input': s,
+        emb = r.pop('embedding', None)  # for the log, not the response: the embedding's coordinates (drift monitoring)
+        rec = {'time': t, 'request_id': rid, 'index': i, 'model': model.name, 'version': model.version, 'role': model.role, 'input': {**s, **emb} if emb else s,
                **{k: r[k] for k in ('prediction', 'probability', 'warnings', 'error') if k in r}}
         if state.config.log_raw and not isinstance(parsed.inputs, list): rec['raw'] = _png_b64(parsed.inputs[i])
         state.log.write(rec)
@@ -110,7 +111,7 @@ async def _shadow(state:ServerState, shadow:ServedModel, rid:str, parsed:ParsedR
     except Exception as e: state.log.write({'time': time.time(), 'request_id': rid, 'model': shadow.name, 'version': shadow.version, 'role': 'shadow',
                                             'error': f"{type(e).__name__}: {e}"})
 
-# %% ../nbs/66_serve.ipynb #ea505f2a
+# %% ../nbs/66_serve.ipynb #f22c4d81
 def _capped(request, limit:int):
     "`request` with its body capped at `limit` bytes: a larger `Content-Length` is refused at once, a chunked body once it passes the limit"
     from starlette.requests import Request
@@ -152,7 +153,7 @@ async def read_request(request,              # a Starlette `Request` to /predict
     raise RequestError(415, f"content type {ctype!r} is not taken here: send JSON, a multipart upload (field 'file')"
                             f"{', or a raw image body' if kind == 'image' else ', or a CSV body'}")
 
-# %% ../nbs/66_serve.ipynb #7f291a0b
+# %% ../nbs/66_serve.ipynb #278e3e4b
 def check_admin(headers:dict,         # the request's headers (case-insensitive mapping)
                 token:str|None,       # the configured admin token (None: admin off)
                ) -> None:
@@ -163,7 +164,7 @@ def check_admin(headers:dict,         # the request's headers (case-insensitive 
     if not got: raise RequestError(401, "admin endpoints need the admin token: Authorization: Bearer TOKEN")
     if not hmac.compare_digest(got.encode(), token.encode()): raise RequestError(403, "wrong admin token")
 
-# %% ../nbs/66_serve.ipynb #07334e7f
+# %% ../nbs/66_serve.ipynb #0b32f120
 def _error(status:int, detail:str, field:str|None=None, headers:dict|None=None):
     from fastapi.responses import JSONResponse
     return JSONResponse({'detail': detail, 'field': field}, status_code=status, headers=headers)
@@ -214,7 +215,7 @@ def _predict_route(app, state:ServerState) -> None:
         state.metrics.latency.labels('/predict').observe(time.perf_counter() - t0)
         return resp
 
-# %% ../nbs/66_serve.ipynb #5a4b6a20
+# %% ../nbs/66_serve.ipynb #8ed8f126
 _FEEDBACK_MAX_BYTES = 64 * 2**10  # a request id and a label: a few hundred bytes
 
 def _validated(model, body:bytes):
@@ -275,7 +276,7 @@ def _ops_routes(app, state:ServerState) -> None:
         except ImportError: return HTMLResponse(f"<h1>{state.router.champion.name}</h1><p>POST /predict; see <a href='/docs'>/docs</a></p>")
         return HTMLResponse(page_html(f"{state.router.champion.name} · mlopsnb"))
 
-# %% ../nbs/66_serve.ipynb #11c4dbb7
+# %% ../nbs/66_serve.ipynb #13cad91a
 def _generation(state:ServerState) -> int:
     if not state.config.state_dir: return 0
     try: return int((Path(state.config.state_dir) / 'generation').read_text() or 0)
@@ -309,7 +310,7 @@ def _admin_routes(app, state:ServerState) -> None:
         except RequestError as e: return _error(e.status, str(e), e.field, {'WWW-Authenticate': 'Bearer'} if e.status == 401 else None)
         except BundleError as e: return _error(409, f"reload failed; still serving the previous models: {e}")
 
-# %% ../nbs/66_serve.ipynb #3a75fb75
+# %% ../nbs/66_serve.ipynb #609b4bd5
 def create_app(config:ServeConfig, # what to serve and how
               ) -> Any:
     "The FastAPI app of one server worker: models loaded and warmed up, routes wired"
@@ -340,7 +341,7 @@ def app_from_env() -> Any:
     "The app of a worker process, from the `ServeConfig` JSON in `MLOPSNB_SERVE_CONFIG` (uvicorn's factory with --workers)"
     return create_app(ServeConfig(**json.loads(os.environ['MLOPSNB_SERVE_CONFIG'])))
 
-# %% ../nbs/66_serve.ipynb #a7ffc35b
+# %% ../nbs/66_serve.ipynb #63d35b5c
 def _config(args) -> ServeConfig:
     split = float(getattr(args, 'split', None) or 0.0)
     if not 0.0 <= split <= 1.0: raise ValueError(f"--split must be a share from 0 to 1, got {split}")
@@ -373,7 +374,7 @@ def serve_command(args, # parsed `mlopsnb serve` arguments
     finally: shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/66_serve.ipynb #94e917d4
+# %% ../nbs/66_serve.ipynb #8078f735
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on now"
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
