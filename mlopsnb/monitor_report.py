@@ -57,7 +57,7 @@ def timeline_chart(t:dict, # `timeline` of a monitoring result: times, confidenc
     ax.set_ylim(0, 1.02); ax.legend(fontsize=7); ax.tick_params(labelsize=7); ax.set_title('over time', fontsize=9); fig.autofmt_xdate()
     return _png(fig)
 
-# %% ../nbs/69_monitor_report.ipynb #cd7f396f
+# %% ../nbs/69_monitor_report.ipynb #a0f2072a
 _COLORS = {'drift': '#c0392b', 'warn': '#d68910', 'ok': '#1e8449'}
 _CSS = ("body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}table{border-collapse:collapse;font-size:12px}"
         "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}"
@@ -99,5 +99,5 @@ def monitor_report(result:dict,      # `MonitorResult.to_dict()`
              '<h2>Predictions</h2><div class=charts>' + ''.join(feature_chart(f, references[f['feature']]) for f in preds if f['feature'] in references) + '</div>',
              acc_html]
     if result.get('timeline'): parts.append('<div class=charts>' + timeline_chart(result['timeline']) + '</div>')
-    parts.append(f"<p class=muted>mlopsnb monitor, {html.escape(result['created'])}. Bundle: {html.escape(result['bundle'])}; model run {html.escape(str(m.get('run_id')))}.</p></body></html>")
+    parts.append(f"<p class=muted>mlopsnb monitor, {html.escape(result['created'])}. Bundle: {html.escape(result['bundle'])}" + (f"; model run {html.escape(m['run_id'])}" if m.get('run_id') else '') + ".</p></body></html>")
     return '\n'.join(parts)
