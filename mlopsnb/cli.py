@@ -27,6 +27,8 @@ COMMANDS = {
     'launch':  ('mlopsnb.distributed', 'launch_command'),
     'daemon':  ('mlopsnb.daemon', 'daemon_command'),
     'mlproject': ('mlopsnb.mlproject', 'mlproject_command'),
+    'promote': ('mlopsnb.promote', 'promote_command'),
+    'monitor': ('mlopsnb.monitor', 'monitor_command'),
 }
 
 # %% ../nbs/50_cli.ipynb #09c11867
@@ -83,6 +85,36 @@ def _add_serve_command(sub):
     sv.add_argument('--admin-token', metavar='T', help='token for /admin/* (or MLOPSNB_ADMIN_TOKEN; none: admin off)')
     sv.add_argument('--mlflow-ui', metavar='URL', help='base URL of `mlflow ui`, for links to the run on the page')
 
+# %% ../nbs/50_cli.ipynb #e2db608f
+def _add_model_commands(sub):
+    "Add `promote` and `monitor` to the subparsers `sub`"
+    pm = sub.add_parser('promote', help='register a model and move an alias (champion) to it only if it passes metric gates against the current holder')
+    pm.add_argument('candidate', metavar='RUN_OR_MODEL', help='a run id, runs:/RUN_ID/PATH, models:/NAME/VERSION or a bundle folder')
+    pm.add_argument('--name', required=True, help='the registered model to add the candidate to')
+    pm.add_argument('--alias', default='champion', help='the alias to move (default champion)')
+    pm.add_argument('--require', action='append', default=[], metavar='GATE',
+                    help="a condition to promote, METRIC OP TARGET with OP >=, >, <=, <, == and TARGET a number or champion: "
+                         "'accuracy>=champion', 'accuracy>=0.97', 'val_loss<=champion+0.01' (repeatable; all must hold)")
+    pm.add_argument('--json', action='store_true', help='print JSON')
+
+    mo = sub.add_parser('monitor', help="compare a served model's recent inputs and outputs with its training reference: drift, a report, a retrain")
+    mo.add_argument('model', metavar='BUNDLE_OR_MODEL_URI', help='the model: a bundle folder, models:/name@alias or runs:/id/path')
+    src = mo.add_mutually_exclusive_group()
+    src.add_argument('--log', metavar='DIR', help='request-log folder that mlopsnb serve wrote (default: the bundle\'s requests/)')
+    src.add_argument('--data', metavar='FILE_OR_FOLDER', help='recent inputs to check instead of a request log: a CSV/Parquet file or an image folder')
+    mo.add_argument('--window', type=int, metavar='N', help='only the latest N logged requests')
+    mo.add_argument('--since', metavar='TIME', help='only the requests logged since TIME')
+    mo.add_argument('--html', metavar='FILE', help='also write the report as an HTML page')
+    mo.add_argument('--json', action='store_true', help='print JSON')
+    mo.add_argument('--fail-on', choices=['drift', 'warn', 'never'], default='never',
+                    help='exit 1 on drift, on a warning or drift (warn), or never (default: never)')
+    mo.add_argument('--alpha', type=float, default=0.05, metavar='A', help='significance level of the drift tests (default 0.05)')
+    mo.add_argument('--retrain', metavar='NOTEBOOK', help='on drift, run this training notebook as a job (as mlopsnb run does)')
+    mo.add_argument('-p', '--param', dest='params', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
+                    help='set a parameter of the --retrain notebook')
+    mo.add_argument('--experiment', metavar='NAME', help='MLflow experiment of the monitoring run')
+    mo.add_argument('--no-track', action='store_true', help='log nothing to MLflow')
+
 # %% ../nbs/50_cli.ipynb #3e8a7e56
 def build_parser() -> argparse.ArgumentParser:
     "The `mlopsnb` argument parser with every subcommand"
@@ -103,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('--verify', action='store_true', help="re-check the bundle's stored parity samples first")
 
     _add_serve_command(sub)
+    _add_model_commands(sub)
 
     la = sub.add_parser('launch', help='run a script or notebook on N processes (torchrun, DDP)')
     la.add_argument('-n', '--nprocs', type=int, required=True, metavar='N')

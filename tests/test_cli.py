@@ -13,7 +13,7 @@ def test_version_and_help():
     assert r.returncode == 0 and r.stdout.strip() == f'mlopsnb {pkg.__version__}'
     r = mlopsnb('--help')
     assert r.returncode == 0
-    for cmd in ('run', 'params', 'runs', 'analyze', 'predict', 'launch'): assert cmd in r.stdout
+    for cmd in ('run', 'params', 'runs', 'analyze', 'predict', 'launch', 'promote', 'monitor'): assert cmd in r.stdout
 
 def test_help_imports_nothing_heavy():
     code = ("import sys; from mlopsnb.cli import main\n"
