@@ -100,20 +100,21 @@ def _add_model_commands(sub):
     mo = sub.add_parser('monitor', help="compare a served model's recent inputs and outputs with its training reference: drift, a report, a retrain")
     mo.add_argument('model', metavar='BUNDLE_OR_MODEL_URI', help='the model: a bundle folder, models:/name@alias or runs:/id/path')
     src = mo.add_mutually_exclusive_group()
-    src.add_argument('--log', metavar='DIR', help='request-log folder that mlopsnb serve wrote (default: the bundle\'s requests/)')
+    src.add_argument('--log', metavar='DIR', help='the request-log folder that mlopsnb serve writes (give --log or --data)')
     src.add_argument('--data', metavar='FILE_OR_FOLDER', help='recent inputs to check instead of a request log: a CSV/Parquet file or an image folder')
     mo.add_argument('--window', type=int, metavar='N', help='only the latest N logged requests')
-    mo.add_argument('--since', metavar='TIME', help='only the requests logged since TIME')
+    mo.add_argument('--since', metavar='TIME', help='only the requests logged since TIME: an ISO time (2026-12-07T10:00) or an age (30m, 24h, 7d)')
     mo.add_argument('--html', metavar='FILE', help='also write the report as an HTML page')
     mo.add_argument('--json', action='store_true', help='print JSON')
     mo.add_argument('--fail-on', choices=['drift', 'warn', 'never'], default='never',
-                    help='exit 1 on drift, on a warning or drift (warn), or never (default: never)')
-    mo.add_argument('--alpha', type=float, default=0.05, metavar='A', help='significance level of the drift tests (default 0.05)')
-    mo.add_argument('--retrain', metavar='NOTEBOOK', help='on drift, run this training notebook as a job (as mlopsnb run does)')
+                    help='exit 3 when the verdict is drift, drift or warn (warn), or never (default: never)')
+    mo.add_argument('--alpha', type=float, default=0.05, metavar='A', help='family-wise error rate of the drift tests (default 0.05)')
+    mo.add_argument('--retrain', metavar='NOTEBOOK',
+                    help='on drift, run this training notebook as a job (mlopsnb run), tagged mlopsnb.retrain_of and mlopsnb.triggered_by')
     mo.add_argument('-p', '--param', dest='params', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
                     help='set a parameter of the --retrain notebook')
-    mo.add_argument('--experiment', metavar='NAME', help='MLflow experiment of the monitoring run')
-    mo.add_argument('--no-track', action='store_true', help='log nothing to MLflow')
+    mo.add_argument('--experiment', metavar='NAME', help='MLflow experiment of the monitoring run (default: monitor)')
+    mo.add_argument('--no-track', action='store_true', help='log no MLflow run for this check')
 
 # %% ../nbs/50_cli.ipynb #3e8a7e56
 def build_parser() -> argparse.ArgumentParser:
