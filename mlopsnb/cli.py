@@ -85,7 +85,7 @@ def _add_serve_command(sub):
     sv.add_argument('--admin-token', metavar='T', help='token for /admin/* (or MLOPSNB_ADMIN_TOKEN; none: admin off)')
     sv.add_argument('--mlflow-ui', metavar='URL', help='base URL of `mlflow ui`, for links to the run on the page')
 
-# %% ../nbs/50_cli.ipynb #e2db608f
+# %% ../nbs/50_cli.ipynb #29a84cdc
 def _add_model_commands(sub):
     "Add `promote` and `monitor` to the subparsers `sub`"
     pm = sub.add_parser('promote', help='register a model and move an alias (champion) to it only if it passes metric gates against the current holder')
@@ -109,6 +109,7 @@ def _add_model_commands(sub):
     mo.add_argument('--fail-on', choices=['drift', 'warn', 'never'], default='never',
                     help='exit 3 when the verdict is drift, drift or warn (warn), or never (default: never)')
     mo.add_argument('--alpha', type=float, default=0.05, metavar='A', help='family-wise error rate of the drift tests (default 0.05)')
+    mo.add_argument('--min-effect', type=float, default=0.1, metavar='E', help='smallest Wasserstein/σ or Jensen–Shannon distance that counts as drift (default 0.1)')
     mo.add_argument('--retrain', metavar='NOTEBOOK',
                     help='on drift, run this training notebook as a job (mlopsnb run), tagged mlopsnb.retrain_of and mlopsnb.triggered_by')
     mo.add_argument('-p', '--param', dest='params', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),

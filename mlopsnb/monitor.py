@@ -159,7 +159,7 @@ def start_retraining(notebook:str, params:Sequence[Sequence[str]], # the job not
     print(f"drift: retraining with mlopsnb run {notebook}", flush=True)
     return subprocess.run(cmd).returncode
 
-# %% ../nbs/71_monitor.ipynb #7f890fe2
+# %% ../nbs/71_monitor.ipynb #cd94ea42
 def _print_summary(r:MonitorResult) -> None:
     print(f"{r.verdict.upper()}: {r.model['name']} (version {r.model['version']}), {r.source}")
     for reason in r.reasons[:8]: print(f"  - {reason}")
@@ -177,7 +177,7 @@ def monitor_command(args:Any, # argparse.Namespace of `mlopsnb monitor`
     try:
         src = resolve_model(args.model)
         b = Bundle(src.path)
-        result = monitor(b, args.log, args.data, args.window, args.since, args.alpha,
+        result = monitor(b, args.log, args.data, args.window, args.since, args.alpha, args.min_effect,
                          model={'name': src.name, 'version': src.version, 'run_id': src.run_id})
     except (MonitorInputError, BundleError, ValueError, OSError) as e:
         print(f"mlopsnb monitor: {e}", file=sys.stderr); return 2

@@ -18,7 +18,7 @@ from .errors import BundleError
 # %% auto #0
 __all__ = ['ModelSource', 'bundle_version', 'resolve_model', 'ServedModel', 'ModelRouter']
 
-# %% ../nbs/64_served_model.ipynb #d496c766
+# %% ../nbs/64_served_model.ipynb #0f5df217
 @dataclass
 class ModelSource:
     "A model to serve: where it came from, the local bundle folder, and its name, version and run"
@@ -40,6 +40,7 @@ def _registry_source(uri:str) -> ModelSource:
     from mlopsnb.compat import model_uri_target
     from mlopsnb.store import tracking_uri
     if not os.environ.get('MLFLOW_TRACKING_URI'): mlflow.set_tracking_uri(tracking_uri())
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # a bar per file is noise in a server's or a cron job's log
     name = version = run_id = None; art = uri
     try:
         if uri.startswith('runs:/'): run_id = uri[len('runs:/'):].split('/', 1)[0]
