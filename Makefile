@@ -60,8 +60,10 @@ test-slow: install
 	$(BIN)/nbdev-test --n-workers 1 --flags slow --skip-folder-re '^(tutorials|jobs|mlruns|_proc|runs)$$'
 	$(BIN)/pytest -q -m "slow" tests
 
+# bench/monitor.py compares with Evidently: the `bench` extra, installed here when it is missing.
 bench: install
 	mkdir -p bench/results
+	$(BIN)/pip show -q evidently >/dev/null 2>&1 || $(BIN)/pip install -q -e ".[bench]"
 	for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 readme: install
