@@ -126,7 +126,7 @@ def _arrow_values(arr, numeric:bool):
     if pa.types.is_null(arr.type): return np.full(len(arr), np.nan)
     return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
 
-# %% ../nbs/68_monitor_data.ipynb #b93a1e5b
+# %% ../nbs/68_monitor_data.ipynb #56efeb76
 def _table_current(t, feedback:list[dict], spec:dict, window:int|None, since:float|None, source:str) -> CurrentData|None:
     "`CurrentData` from the Arrow table of a log: predictions (not shadow, not failed), feedback labels joined"
     import pyarrow as pa, pyarrow.compute as pc
@@ -139,7 +139,8 @@ def _table_current(t, feedback:list[dict], spec:dict, window:int|None, since:flo
     bad = pc.is_null(col('prediction'))
     if col('error') is not None: bad = pc.or_(bad, pc.is_valid(col('error')))
     failed = pc.sum(pc.cast(pc.and_(row, bad), pa.int64())).as_py() or 0
-    p = t.filter(pc.and_(row, pc.invert(bad)))
+    keep = pc.and_(row, pc.invert(bad))
+    p = t if pc.all(keep).as_py() else t.filter(keep)  # a log of predictions only (the usual case) is not copied
     if window and p.num_rows > window: p = p.slice(p.num_rows - window)
     if p.num_rows == 0: return None
     inp, ispec, mon = p.column('input').combine_chunks(), spec['input'], spec.get('monitoring') or {}
