@@ -208,18 +208,19 @@ def resolve_candidate(client:Any, # an `MlflowClient`
     except BundleError as e: raise ParamError(str(e)) from None
     return {'folder': str(p), 'what': f"the bundle folder {s}"}
 
-# %% ../nbs/70_promote.ipynb #53161dff
+# %% ../nbs/70_promote.ipynb #c7f3b74c
 def _quiet(): return contextlib.redirect_stderr(io.StringIO())  # MLflow's 'Created version ...' lines: the report says it
 
 def _log_into_run(client:Any, rid:str, art:str) -> str:
     "Log the bundle folder `art` of run `rid` as that run's model (its status and end time kept); the model's URI"
     import mlflow
+    from mlopsnb.compat import reopen_mlflow_run
     from mlopsnb.registry import log_bundle
     run = client.get_run(rid)
     with tempfile.TemporaryDirectory() as d:
         local = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path=art, dst_path=d)
         try:
-            with mlflow.start_run(run_id=rid): info = log_bundle(local)
+            with reopen_mlflow_run(rid): info = log_bundle(local)  # whatever experiment this process chose
         finally:
             if run.info.status != 'RUNNING': client.set_terminated(rid, run.info.status, end_time=run.info.end_time)
     return f"models:/{info.model_id}"
