@@ -13,10 +13,10 @@ from pathlib import Path
 __all__ = ['RESUME_VAR', 'IN_JOB_VAR', 'JOB_VARIABLES', 'JobContext', 'job_context', 'without_job_variables', 'current_run_id',
            'process_rank', 'world_size', 'is_main_process']
 
-# %% ../nbs/05_context.ipynb #c642e25d
+# %% ../nbs/05_context.ipynb #64c52574
 _FIELDS = {'run_id': 'MLOPSNB_RUN_ID', 'experiment_id': 'MLFLOW_EXPERIMENT_ID', 'tracking_uri': 'MLFLOW_TRACKING_URI',
            'out_dir': 'MLOPSNB_JOB_OUT', 'notebook': 'MLOPSNB_NOTEBOOK', 'study': 'MLOPSNB_STUDY', 'trial': 'MLOPSNB_TRIAL',
-           'attempt': 'MLOPSNB_ATTEMPT'}
+           'study_storage': 'MLOPSNB_STUDY_STORAGE', 'attempt': 'MLOPSNB_ATTEMPT'}
 RESUME_VAR = 'MLOPSNB_RESUME'
 IN_JOB_VAR = 'MLOPSNB_JOB'
 # Everything a runner sets per job. A kernel is launched without them and gets them when it is attached to its run,
@@ -33,6 +33,7 @@ class JobContext:
     notebook:str|None = None       # the job notebook
     study:str|None = None          # the sweep study this job is a trial of
     trial:int|None = None          # the trial number in that study
+    study_storage:str|None = None  # where that study is stored: a journal file or a database URL
     in_job:bool = False            # True inside a kernel that `mlopsnb run` started
     resume:bool = False            # True when the job continues a killed or failed run
     attempt:int|None = None        # 1 for a job's first execution, 2 for its first retry, ...
@@ -50,7 +51,7 @@ class JobContext:
         if self.resume: env[RESUME_VAR] = '1'
         return env
 
-# %% ../nbs/05_context.ipynb #3d20fba1
+# %% ../nbs/05_context.ipynb #6119d0be
 def job_context(env:dict|None=None, # environment to read (default: `os.environ`)
                ) -> JobContext:
     "The job context of this process, read from its environment (all `None` outside a job)"
@@ -60,7 +61,7 @@ def job_context(env:dict|None=None, # environment to read (default: `os.environ`
     return JobContext(run_id=get('run_id') or env.get('MLFLOW_RUN_ID') or None, experiment_id=get('experiment_id'),
                       tracking_uri=get('tracking_uri'), out_dir=Path(get('out_dir')) if get('out_dir') else None,
                       notebook=get('notebook'), study=get('study'), trial=int(trial) if trial else None,
-                      in_job=flag(IN_JOB_VAR), resume=flag(RESUME_VAR), attempt=int(attempt) if attempt else None)
+                      study_storage=get('study_storage'), in_job=flag(IN_JOB_VAR), resume=flag(RESUME_VAR), attempt=int(attempt) if attempt else None)
 
 def without_job_variables(env:dict|None=None, # an environment (default: `os.environ`)
                          ) -> dict:

@@ -29,12 +29,12 @@ class BundleError(MlopsnbError, ValueError):
 class NonFiniteError(MlopsnbError, FloatingPointError):
     "A non-finite loss or gradient stopped training"
 
-# %% ../nbs/03_errors.ipynb #2b454ad6
+# %% ../nbs/03_errors.ipynb #af4d413b
 # import name -> the extra of pyproject.toml that installs it (directly, or as a dependency of one it lists)
 EXTRA_PACKAGES = {'train': ('torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'accelerate', 'mlflow', 'papermill',
                             'nbclient', 'nbformat', 'jupyter_client', 'jupyter_core', 'ipykernel', 'IPython', 'ipywidgets',
                             'onnx', 'onnxscript', 'matplotlib', 'pandas', 'scipy', 'sklearn', 'mlxtend', 'palmerpenguins',
-                            'yaml', 'tqdm', 'psutil')}
+                            'yaml', 'tqdm', 'psutil', 'optuna')}
 
 def extra_of(package:str, # an import name, possibly dotted ('torch.nn')
             ) -> str|None:

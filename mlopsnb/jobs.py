@@ -52,12 +52,14 @@ class JobResult:
     def exit_code(self) -> int: return 0 if self.ok else 130 if self.status == 'KILLED' else 1
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
-# %% ../nbs/43_jobs.ipynb #b90d94fe
+# %% ../nbs/43_jobs.ipynb #07a86a3b
 def _job_env(kernel_env:dict, spec:dict, begun:dict) -> dict:
     "What the kernel is attached with: the caller's MLFLOW_*/MLOPSNB_* settings, then the job's context"
     env = {k: v for k, v in kernel_env.items() if k.startswith(ATTACHED_PREFIXES) and k not in JOB_VARIABLES}
+    t = spec.get('trial') or {}  # a sweep's trial: its study, number and storage (`mlopsnb.study`)
     ctx = JobContext(run_id=begun['run_id'], experiment_id=begun['experiment_id'], tracking_uri=spec['uri'], out_dir=begun['out_dir'],
-                     notebook=spec['notebook'], in_job=True, resume=bool(begun.get('resumed')), attempt=begun.get('attempt'))
+                     notebook=spec['notebook'], study=t.get('study'), trial=t.get('trial'), study_storage=t.get('storage'),
+                     in_job=True, resume=bool(begun.get('resumed')), attempt=begun.get('attempt'))
     return {**env, **ctx.to_env()}
 
 def _not_inputs(spec:dict, begun:dict) -> list[str]:
@@ -294,7 +296,7 @@ def _finish(job:_Job, res:JobResult, err:BaseException|None, exit_code:int|None)
     res.duration = time.time() - job.t0
     return res
 
-# %% ../nbs/43_jobs.ipynb #8edcbc09
+# %% ../nbs/43_jobs.ipynb #9c8eed98
 def run_notebook(nb:str|Path,                   # the job notebook
                  params:dict|None=None,         # parameter values (strings or typed); checked against the notebook's contract
                  out_dir:str|Path|None=None,    # folder for the executed notebook (default: runs/<notebook>-<run id>)
@@ -313,12 +315,14 @@ def run_notebook(nb:str|Path,                   # the job notebook
                  retries:int=0,                 # after a dead kernel, resume the same run up to this many times
                  adopt:bool=True,               # use the run `mlflow run` created (MLFLOW_RUN_ID) when there is one
                  tags:dict|None=None,           # extra tags on the job's run, e.g. {'mlopsnb.retrain_of': run_id} (`runs.check_tags`)
+                 trial:dict|None=None,          # the sweep trial this job is: {'study', 'trial', 'storage'}, handed to the kernel's `job_context()`
                 ) -> JobResult:
     "Execute notebook `nb` with papermill as one tracked MLflow run and return what happened"
     t0 = time.time()
     skip_slow_nbformat_import()
     env, cwd = dict(os.environ if env is None else env), str(Path(cwd or os.getcwd()).resolve())
     spec, given = _job_spec(nb, params, out_dir, experiment, reuse and not resume, tracking_uri, run_name, env, cwd, adopt, tags)  # ParamError before any kernel
+    if trial: spec['trial'] = dict(trial)
     if resume:  # which run to continue, before any kernel: none is a ParamError
         sweep_stale_runs(spec['uri'], spec['heartbeat_s'])
         spec['resume'] = find_resumable(spec, resume)
@@ -383,7 +387,7 @@ def _progress_bar(progress:bool, checked:list, n_nbs:int, file):
     name = checked[0][0].name if n_nbs == 1 else f"{n_nbs} notebooks"
     return tqdm(total=len(checked), desc=f"jobs ({name})", unit='job', file=file or sys.stderr)
 
-# %% ../nbs/43_jobs.ipynb #257f30f9
+# %% ../nbs/43_jobs.ipynb #f706af1a
 def run_jobs(specs:list[tuple],           # (notebook, params) per job
              jobs:int=1,                  # jobs at a time
              out_dir:str|Path|None=None,  # each job writes into <out_dir>/<NNN-notebook-params>/ (default: runs/<notebook>-<run id>)
@@ -401,6 +405,7 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
              resume:str|None=None,        # continue each job's KILLED/FAILED run: a run id (one job) or 'latest'
              retries:int=0,               # resume a job's run after its kernel died, up to this many times
              tags:dict|None=None,         # extra tags on every job's run (`runs.check_tags`)
+             trial:dict|None=None,        # one job that is a sweep trial: {'study', 'trial', 'storage'} (see `run_notebook`)
             ) -> list[JobResult]:
     "Run every `(notebook, params)` job, `jobs` in parallel; results in the order of `specs`"
     from concurrent.futures import ThreadPoolExecutor
@@ -417,7 +422,8 @@ def run_jobs(specs:list[tuple],           # (notebook, params) per job
         sub = f"{i:03d}-{nb.stem + ('-' if p else '') if n_nbs > 1 else ''}{run_slug(p) if p or n_nbs == 1 else ''}"
         od = None if out_dir is None else (Path(cwd) / out_dir / sub if len(checked) > 1 else Path(cwd) / out_dir)
         try: return run_notebook(nb, p, od, timeout, exps[i], reuse, stream=stream, tracking_uri=uri, env=env, cwd=cwd, job=handles[i],
-                                 cancel=cancel, kernels=kernels, resume=resume, retries=retries, adopt=len(checked) == 1, tags=tags)
+                                 cancel=cancel, kernels=kernels, resume=resume, retries=retries, adopt=len(checked) == 1, tags=tags,
+                                 trial=trial)
         except ParamError: raise  # nothing to resume: a usage error (exit 2)
         except Exception as e: return JobResult(str(nb), p, 'FAILED', error=f"{type(e).__name__}: {e}")
     bar, ex, futs = _progress_bar(progress, checked, n_nbs, progress_file), ThreadPoolExecutor(max_workers=jobs), {}

@@ -42,11 +42,12 @@ def params_data_fingerprint(params:dict,         # parameter values
            if isinstance(v, str) and v and len(v) < 4096 and os.path.exists(Path(cwd) / v)}
     return fingerprint(fps) if fps else None
 
-# %% ../nbs/42_runs.ipynb #e790a9c3
+# %% ../nbs/42_runs.ipynb #778705c8
 JOB_TAGS = frozenset({'mlopsnb.notebook', 'mlopsnb.notebook_sha', 'mlopsnb.job_key', 'mlopsnb.output', 'mlopsnb.attempt', 'mlopsnb.error',
                       'mlopsnb.kernel_executable', 'mlopsnb.git_sha', 'mlopsnb.git_dirty', 'mlopsnb.env_hash', 'mlopsnb.data_fingerprint',
                       'mlopsnb.inputs', HEARTBEAT_TAG, HOST_TAG, INTERVAL_TAG, KERNEL_PID_TAG, RUNNER_PID_TAG})  # what mlopsnb sets on a job's run
 _TAG_NAME = re.compile(r'^[/\w.\- :]+$')  # MLflow's rule for tag names
+_USER_MLFLOW_TAGS = ('mlflow.note.content', 'mlflow.parentRunId')  # MLflow's tags a caller may set: a note, the parent run (a sweep's)
 MAX_TAG_VALUE = 8000  # characters MLflow accepts in a run tag's value
 
 def check_tags(tags:dict|None, # extra tags for a job's run: name -> value (values are stored as strings)
@@ -60,7 +61,7 @@ def check_tags(tags:dict|None, # extra tags for a job's run: name -> value (valu
         norm = os.path.normpath(name)
         if len(name) > 250 or not _TAG_NAME.match(name) or norm != name or norm == '.' or norm.startswith(('..', '/')):
             raise ParamError(f"{who} {name!r}: a tag name is at most 250 letters, digits, '_', '-', '.', '/', ':' or spaces, and not a path like '../x'")
-        if name in JOB_TAGS or name.startswith('mlopsnb.error.') or (name.startswith('mlflow.') and name != 'mlflow.note.content'):
+        if name in JOB_TAGS or name.startswith('mlopsnb.error.') or (name.startswith('mlflow.') and name not in _USER_MLFLOW_TAGS):
             raise ParamError(f"{who} {name}: {'MLflow' if name.startswith('mlflow.') else 'mlopsnb'} sets this tag on a job's run itself")
         value = str(v)
         if len(value) > MAX_TAG_VALUE: raise ParamError(f"{who} {name}: the value has {len(value)} characters; MLflow keeps at most {MAX_TAG_VALUE}")
