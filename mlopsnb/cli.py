@@ -15,12 +15,13 @@ from . import __version__
 # %% auto #0
 __all__ = ['COMMANDS', 'build_parser', 'main']
 
-# %% ../nbs/50_cli.ipynb #de267c31
+# %% ../nbs/50_cli.ipynb #78280e14
 # subcommand -> (module, function); each function takes the parsed arguments and returns the exit code
 COMMANDS = {
     'run':     ('mlopsnb.commands', 'run_command'),
     'params':  ('mlopsnb.commands', 'params_command'),
     'runs':    ('mlopsnb.commands', 'runs_command'),
+    'sweep':   ('mlopsnb.sweep', 'sweep_command'),
     'analyze': ('mlopsnb.analysis', 'analyze_command'),
     'predict': ('mlopsnb.bundle', 'predict_command'),
     'serve':   ('mlopsnb.serve', 'serve_command'),
@@ -65,6 +66,27 @@ def _add_job_commands(sub):
 
     dm = sub.add_parser('daemon', help='show, stop or start the warm job runner that makes `mlopsnb run` start fast')
     dm.add_argument('action', nargs='?', choices=['status', 'stop', 'start'], default='status')
+
+# %% ../nbs/50_cli.ipynb #27921371
+def _add_sweep_command(sub):
+    "Add `sweep` to the subparsers `sub`"
+    sw = sub.add_parser('sweep', help='search hyperparameters of a job notebook with Optuna: each trial a job and an MLflow child run, pruned while it trains')
+    sw.add_argument('notebook', help='the job notebook (its parameters cell is the contract the space is checked against)')
+    sw.add_argument('--space', action='append', default=[], metavar='NAME=SPEC',
+                    help='a searched parameter: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH[:STEP], logint:LOW:HIGH, choice:V1,V2,... '
+                         'or all (a Literal or bool parameter); repeatable')
+    sw.add_argument('--trials', type=int, default=20, metavar='N', help="the study's total of finished (COMPLETE or PRUNED) trials (default 20); the same command again continues the study")
+    sw.add_argument('-j', '--jobs', type=int, default=1, metavar='N', help='trials at a time in this process (default 1)')
+    sw.add_argument('--metric', default='valid_loss', metavar='NAME', help="the run metric to optimize, its last value per trial (default valid_loss)")
+    sw.add_argument('--direction', choices=['minimize', 'maximize'], help='default: minimize for a loss or error, else maximize')
+    sw.add_argument('--study', metavar='NAME', help='study name (default: the notebook and a hash of this search)')
+    sw.add_argument('--storage', metavar='URL', help='a journal file (default: sweeps/<study>.journal beside the MLflow store) or a database URL (postgresql://...) shared by workers')
+    sw.add_argument('--sampler', choices=['tpe', 'random', 'grid'], default='tpe')
+    sw.add_argument('--pruner', choices=['median', 'hyperband', 'none'], default='median')
+    sw.add_argument('--timeout', type=float, metavar='S', help='start no trial after S seconds')
+    sw.add_argument('--seed', type=int, metavar='N', help="the sampler's seed")
+    sw.add_argument('--experiment', metavar='NAME', help='MLflow experiment (default: the notebook name)')
+    sw.add_argument('-p', '--param', dest='params', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='fix a parameter of every trial')
 
 # %% ../nbs/50_cli.ipynb #4a80bd07
 def _add_serve_command(sub):
@@ -117,13 +139,14 @@ def _add_model_commands(sub):
     mo.add_argument('--experiment', metavar='NAME', help='MLflow experiment of the monitoring run (default: monitor)')
     mo.add_argument('--no-track', action='store_true', help='log no MLflow run for this check')
 
-# %% ../nbs/50_cli.ipynb #3e8a7e56
+# %% ../nbs/50_cli.ipynb #10b77ac8
 def build_parser() -> argparse.ArgumentParser:
     "The `mlopsnb` argument parser with every subcommand"
     p = argparse.ArgumentParser(prog='mlopsnb', description='Notebook-first MLOps: run notebooks as tracked jobs, analyze data, predict from bundles.')
     p.add_argument('--version', action='version', version=f'mlopsnb {__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     _add_job_commands(sub)
+    _add_sweep_command(sub)
 
     an = sub.add_parser('analyze', help='profile a CSV/Parquet file or an image folder into a report folder')
     an.add_argument('data')
