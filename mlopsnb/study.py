@@ -15,11 +15,11 @@ from .errors import ParamError
 from .store import sqlite_path
 
 # %% auto #0
-__all__ = ['STUDY_ATTR', 'PRUNERS', 'SAMPLERS', 'study_slug', 'default_storage', 'is_database', 'open_storage', 'make_pruner',
-           'make_sampler', 'open_study', 'slot_lock', 'worker_id', 'worker_alive', 'claim_trial', 'this_trial',
-           'sweep_metric', 'end_pruned', 'report']
+__all__ = ['STUDY_ATTR', 'PRUNERS', 'SAMPLERS', 'study_slug', 'default_storage', 'is_database', 'engine_url', 'lock_key',
+           'pg_advisory_lock', 'open_storage', 'make_pruner', 'make_sampler', 'open_study', 'slot_lock', 'worker_id',
+           'worker_alive', 'claim_trial', 'this_trial', 'sweep_metric', 'end_pruned', 'report']
 
-# %% ../nbs/73_study.ipynb #a0be26fe
+# %% ../nbs/73_study.ipynb #997de372
 STUDY_ATTR = 'mlopsnb.sweep'  # the study's user attribute holding what the sweep is: notebook, space, metric, parent run, ...
 PRUNERS, SAMPLERS = ('median', 'hyperband', 'none'), ('tpe', 'random', 'grid')
 
@@ -40,14 +40,48 @@ def is_database(storage:str) -> bool:
     "True for a database URL (`postgresql://...`, `sqlite:///...`), False for a journal file path"
     return '://' in storage
 
+def _installed(module:str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+def engine_url(storage:str, # a database URL as the user gave it
+              ) -> str:
+    "The URL SQLAlchemy gets: `postgres://` read as `postgresql://`, and a PostgreSQL URL without a driver given the installed one"
+    if storage.startswith('postgres://'): storage = 'postgresql://' + storage[len('postgres://'):]
+    if storage.startswith('postgresql://') and not _installed('psycopg') and _installed('psycopg2'):  # SQLAlchemy 2.1 defaults to psycopg 3
+        storage = 'postgresql+psycopg2://' + storage[len('postgresql://'):]
+    return storage
+
+# %% ../nbs/73_study.ipynb #f10489ee
+def lock_key(name:str) -> int:
+    "A PostgreSQL advisory-lock key (a signed 64-bit int) for a name"
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), 'big', signed=True)
+
+@contextlib.contextmanager
+def pg_advisory_lock(engine:Any, # a SQLAlchemy engine on PostgreSQL
+                     key:int,    # from `lock_key`
+                    ):
+    "Hold a PostgreSQL session-level advisory lock on one connection of `engine` (every client of the server waits for it)"
+    from sqlalchemy import text
+    with engine.connect() as c:
+        c.execute(text('SELECT pg_advisory_lock(:k)'), {'k': key}); c.commit()
+        try: yield
+        finally: c.execute(text('SELECT pg_advisory_unlock(:k)'), {'k': key}); c.commit()
+
 @functools.lru_cache(maxsize=None)
 def open_storage(storage:str, # a journal file path or a database URL
                 ) -> Any:
     "Optuna's storage, one per URL and process (one pooled engine however many studies use it)"
     import optuna
     if is_database(storage):
-        kw = {} if storage.startswith('sqlite') else {'pool_pre_ping': True}
-        return optuna.storages.RDBStorage(storage, engine_kwargs=kw)
+        url = engine_url(storage)
+        if not url.startswith('postgresql'): return optuna.storages.RDBStorage(url, engine_kwargs={})
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+        eng = create_engine(url, poolclass=NullPool)
+        try:  # Optuna creates its tables when they are missing: two processes doing it at once collide in PostgreSQL's catalog
+            with pg_advisory_lock(eng, lock_key('mlopsnb: optuna tables')): return optuna.storages.RDBStorage(url, engine_kwargs={'pool_pre_ping': True})
+        finally: eng.dispose()
     from optuna.storages.journal import JournalFileBackend
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(storage))
@@ -98,7 +132,7 @@ def open_study(name:str, storage:str,  # the study and where it is stored
                               f"give another --study, or the same {', '.join(diff)}")
     return study, got
 
-# %% ../nbs/73_study.ipynb #3ccc6cc9
+# %% ../nbs/73_study.ipynb #a61d9f7d
 _THREAD_LOCK = threading.Lock()
 
 @contextlib.contextmanager
@@ -107,13 +141,8 @@ def slot_lock(storage:str, # the study's storage
              ):
     "Held by one worker (thread or process, on any machine sharing the storage) at a time: counting trials and claiming one"
     with _THREAD_LOCK:
-        if storage.startswith(('postgresql', 'postgres://')):
-            from sqlalchemy import text
-            key = int.from_bytes(hashlib.blake2b(study.encode(), digest_size=8).digest(), 'big', signed=True)
-            with open_storage(storage).engine.connect() as c:
-                c.execute(text('SELECT pg_advisory_lock(:k)'), {'k': key})
-                try: yield
-                finally: c.execute(text('SELECT pg_advisory_unlock(:k)'), {'k': key}); c.commit()
+        if engine_url(storage).startswith('postgresql'):
+            with pg_advisory_lock(open_storage(storage).engine, lock_key(f"mlopsnb: slots of {study}")): yield
             return
         db = sqlite_path(storage) if storage.startswith('sqlite') else None if is_database(storage) else Path(storage)
         if db is None: yield; return  # another database: the threads of this process only
