@@ -2,7 +2,7 @@
 both finish, the study holds exactly --trials finished trials, no trial number twice, each trial exactly one MLflow
 child run of the one parent run (both processes share one sqlite MLflow store). The test holds the study's slot lock
 while the processes start, so the workers of both queue on the PostgreSQL advisory lock and claim at the same moment."""
-import os, subprocess, sys, time
+import os, signal, subprocess, sys, time
 from collections import Counter
 from pathlib import Path
 
@@ -34,18 +34,22 @@ def test_two_sweeps_share_one_study_on_postgres(tmp_path, postgres_url):
     from sqlalchemy import text
     from mlopsnb.study import open_storage, slot_lock
     procs = []
-    with slot_lock(postgres_url, 'shared'):  # held here: every worker of both processes queues behind it at its first claim
-        for i in range(2):  # the same command, twice, at once
-            (tmp_path / f"w{i}").mkdir()
-            procs.append(subprocess.Popen([*CLI, *map(str, args)], cwd=tmp_path / f"w{i}", env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL))
-        t0, waiting = time.time(), 0
-        while waiting < 2:  # a worker of each process waits on the PostgreSQL advisory lock (its other one on the process's thread lock)
-            assert time.time() - t0 < 90 and all(p.poll() is None for p in procs), f"{waiting} workers wait on the slot lock"
-            time.sleep(0.2)
-            with open_storage(postgres_url).engine.connect() as c:
-                waiting = c.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar()
-    outs = [p.communicate(timeout=240)[0] for p in procs]  # released: the four workers claim at once
+    try:
+        with slot_lock(postgres_url, 'shared'):  # held here: every worker of both processes queues behind it at its first claim
+            for i in range(2):  # the same command, twice, at once
+                (tmp_path / f"w{i}").mkdir()
+                procs.append(subprocess.Popen([*CLI, *map(str, args)], cwd=tmp_path / f"w{i}", env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True))
+            t0, waiting = time.time(), 0
+            while waiting < 2:  # a worker of each process waits on the PostgreSQL advisory lock (its other one on the process's thread lock)
+                assert time.time() - t0 < 90 and all(p.poll() is None for p in procs), f"{waiting} workers wait on the slot lock"
+                time.sleep(0.2)
+                with open_storage(postgres_url).engine.connect() as c:
+                    waiting = c.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar()
+        outs = [p.communicate(timeout=240)[0] for p in procs]  # released: the four workers claim at once
+    finally:  # a failed test leaves no sweep running
+        for p in procs:
+            if p.poll() is None: os.killpg(p.pid, signal.SIGKILL); p.wait(30)  # the sweep and its kernels
     for p, out in zip(procs, outs): assert p.returncode == 0, out
     ran = [sum(l.startswith('trial ') and ' in ' in l for l in out.splitlines()) for out in outs]
     assert all(ran), (ran, outs)  # both processes ran trials
