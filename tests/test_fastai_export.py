@@ -110,14 +110,16 @@ def test_vision_learner_squish(folder, tmp_path):
                                        num_workers=0, bs=64)
     learn = _fit(vision_learner(dls, resnet18, pretrained=False))
     # One epoch on 600 files leaves resnet18's logits in the tens to hundreds; onnxruntime and torch sum its 20 convs in
-    # another order, so fp32 logits differ by up to ~1e-3 (seen: 1.3e-3). Preprocessing must still be exact, and the
-    # probabilities must agree with fastai's to 1e-4 (asserted below): that is what parity is for.
+    # another order (which varies with threads and load), so fp32 logits differ by up to ~1e-3 (seen: 1.3e-3). Softmax
+    # moves a probability by at most half the largest logit difference, so probabilities agree to 1e-3 (seen: 2.1e-4 under
+    # load; a 1e-4 bound failed there), and the predicted classes must be the same. Preprocessing must still be exact.
     b = load_bundle(export_bundle(learn, tmp_path / 'resnet', dynamo=False, n_parity=8, atol=5e-3, rtol=1e-4))
     assert b.spec['parity']['max_abs_diff_preprocessed'] == 0.0  # the runtime's preprocessing is fastai's, bit for bit
     files = _files(folder, 40)
     ref = learn.get_preds(dl=dls.test_dl(files, num_workers=0))[0].numpy()
     assert b.spec['input']['resize']['method'] == 'squish' and b.spec['classes'] == list(dls.vocab)
-    assert float(np.abs(b.predict_proba(files) - ref).max()) <= 1e-4
+    proba = b.predict_proba(files)
+    assert float(np.abs(proba - ref).max()) <= 1e-3 and (proba.argmax(1) == ref.argmax(1)).all()
 
 
 def test_unsupported_transform_is_named(folder, rgb, tmp_path):
