@@ -13,7 +13,7 @@ from typing import Sequence
 from . import __version__
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'build_parser', 'command_argv', 'main']
 
 # %% ../nbs/50_cli.ipynb #78280e14
 # subcommand -> (module, function); each function takes the parsed arguments and returns the exit code
@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument('target', metavar='SCRIPT_OR_NOTEBOOK')
     la.add_argument('args', nargs=argparse.REMAINDER)
     return p
+
+# %% ../nbs/50_cli.ipynb #19a61842
+def command_argv(*args:str, # the subcommand and its arguments, e.g. 'serve', 'bundle/'
+                ) -> list[str]:
+    "An argv that runs `mlopsnb ARGS` with this interpreter, console script or not (for subprocesses: a server, a retraining job)"
+    return [sys.executable, '-c', 'import sys; from mlopsnb.cli import main; sys.exit(main())', *map(str, args)]
 
 # %% ../nbs/50_cli.ipynb #cf893c09
 def main(argv:Sequence[str]|None=None, # arguments (default: sys.argv[1:])

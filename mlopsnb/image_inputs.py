@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PAD_MODES', 'fastai_resize', 'is_pil', 'pil_to_array', 'sample_shape', 'array_images', 'read_images']
+__all__ = ['IMAGE_SUFFIXES', 'PAD_MODES', 'fastai_resize', 'is_pil', 'pil_to_array', 'sample_shape', 'array_images',
+           'read_images']
 
-# %% ../nbs/33_image_inputs.ipynb #1f63bf2c
+# %% ../nbs/33_image_inputs.ipynb #7cdc1b95
+IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm'})  # files read as images
 PAD_MODES = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}  # fastai PadMode -> np.pad mode
 
 def fastai_resize(im,                       # a PIL image (already in the training mode)

@@ -14,9 +14,9 @@ from .errors import require_extra
 from .serve_inputs import RequestError, RequestLimits, decode_image, image_summary
 
 # %% auto #0
-__all__ = ['MONITORING_VERSION', 'add_embedding_output', 'numeric_column_reference', 'categorical_column_reference', 'table_rows',
-           'input_summaries', 'features_reference', 'embedding_reference', 'predictions_reference',
-           'monitoring_reference']
+__all__ = ['QUANTILE_LEVELS', 'MONITORING_VERSION', 'add_embedding_output', 'numeric_column_reference',
+           'categorical_column_reference', 'table_rows', 'input_summaries', 'features_reference', 'embedding_reference',
+           'predictions_reference', 'monitoring_reference']
 
 # %% ../nbs/37_monitor_reference.ipynb #e92aa598
 _AFTER_LAST_LINEAR = {'Add', 'Sub', 'Mul', 'Div', 'Sigmoid', 'Identity', 'Cast', 'Reshape', 'Squeeze', 'Flatten'}
@@ -43,8 +43,8 @@ def add_embedding_output(path:str|Path,          # an ONNX model file, rewritten
     onnx.save(m, str(path))
     return True
 
-# %% ../nbs/37_monitor_reference.ipynb #0dfb0d36
-_LEVELS = np.linspace(0, 1, 101)
+# %% ../nbs/37_monitor_reference.ipynb #ab2a49ac
+QUANTILE_LEVELS = np.linspace(0, 1, 101)  # the quantile sketch: what `mlopsnb.drift_checks` reads Wasserstein distances off
 
 def numeric_column_reference(values:Sequence[Any], # numbers; None/NaN are missing
                              bins:int=10,          # quantile bins for PSI
@@ -55,7 +55,7 @@ def numeric_column_reference(values:Sequence[Any], # numbers; None/NaN are missi
     x = np.array([np.nan if v is None else v for v in values], dtype=np.float64) if not isinstance(values, np.ndarray) else values.astype(np.float64)
     miss = np.isnan(x); v = np.sort(x[~miss])
     ref = numeric_reference(v, int(miss.sum()), bins)
-    return {**ref, 'quantiles': np.quantile(v, _LEVELS).tolist() if len(v) else []}
+    return {**ref, 'quantiles': np.quantile(v, QUANTILE_LEVELS).tolist() if len(v) else []}
 
 def categorical_column_reference(values:Sequence[Any], # category values; None/NaN are missing
                                 ) -> dict:

@@ -8,7 +8,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/serve.html.md"""
 __all__ = ['ServeConfig', 'ServerState', 'read_request', 'check_admin', 'create_app', 'app_from_env', 'serve_command',
            'free_port', 'serving']
 
-# %% ../nbs/66_serve.ipynb #3a07ce9a
+# %% ../nbs/66_serve.ipynb #290a38eb
 import asyncio, hmac, itertools, json, os, signal, socket, subprocess, sys, tempfile, time
 import orjson
 from contextlib import contextmanager
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 from .batching import Overloaded
+from .cli import command_argv
 from .bundle import Bundle
 from .errors import BundleError
 from .request_log import RequestLog
@@ -374,7 +375,7 @@ def serve_command(args, # parsed `mlopsnb serve` arguments
     finally: shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/66_serve.ipynb #8078f735
+# %% ../nbs/66_serve.ipynb #22b98347
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on now"
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -389,7 +390,7 @@ def serving(model:str|Path,     # bundle folder or models:/ / runs:/ URI
     "Run `mlopsnb serve` in a subprocess while the block runs; yields its base URL once it is ready"
     import urllib.request
     port = port or free_port()
-    argv = [sys.executable, '-c', 'import sys; from mlopsnb.cli import main; sys.exit(main())', 'serve', str(model), '--port', str(port)]
+    argv = command_argv('serve', model, '--port', port)
     for k, v in options.items():
         if v is True: argv.append(f"--{k.replace('_', '-')}")
         elif v not in (None, False): argv += [f"--{k.replace('_', '-')}", str(v)]
