@@ -11,7 +11,7 @@ export PYTHONHASHSEED := 0
 LIGHT_MODULES := cli commands plan jobs daemon kernels params runs heartbeat inputs mlproject store context formats \
                  errors compat core tracking distributed bundle analysis validation table_inputs serve_inputs batching \
                  request_log serve_metrics served_model serve_page serve promote drift_checks monitor_data monitor_report monitor \
-                 search_space study sweep attribution_pictures
+                 search_space study sweep attribution_pictures bundle_explain explain_command
 
 .PHONY: install demo test test-slow check-clean nbtest pytest notebooks bench docs readme lint clean
 

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import BundleError
 from .compat import onnx_session_runner
 from .image_inputs import read_images
+from .bundle_explain import explain_inputs
 from .table_inputs import CategoryWarning, CheckedInputs, check_table, preprocess_table, table_constants
 
 # %% auto #0
@@ -234,6 +235,8 @@ class Bundle(BundleModel):
         "Predict each row on its own terms: the rows that can be predicted are, the others carry an `error` naming why"
         checked = self.prepare(inputs)
         return self.results(checked, self._outputs(checked.feeds, batch_size, True) if len(checked.rows) else None)
+
+    explain = explain_inputs  # b.explain(inputs, method='auto', target=None, **settings): which pixels or columns moved the score (no torch)
 
 # %% ../nbs/31_bundle.ipynb #f5df9d16
 def monitored_results(b:Bundle,                  # the bundle that predicted

@@ -184,6 +184,7 @@ def mlops_learner(dls:DataLoaders,               # e.g. `mlopsnb.loaders.tensor_
                   nan_guard:str|None=None,       # 'raise' or 'skip' to add a `NaNGuard` (one host sync per batch)
                   checkpoint_every_iters:int|None=None, # also checkpoint every N batches
                   opt_func:Callable|None=None,   # optimizer (default: torch's Adam, fused/foreach, through `OptimWrapper`)
+                  explain:bool=False,            # add an `mlopsnb.explain.ExplainCallback`: a validation sample's attributions logged at the end of each fit
                   cbs:Sequence[Callback]|None=None, # extra callbacks
                   **learner_kwargs,              # passed on to fastai's `Learner`
                  ) -> Learner:
@@ -196,6 +197,9 @@ def mlops_learner(dls:DataLoaders,               # e.g. `mlopsnb.loaders.tensor_
     if ck is not None: extra.append(CheckpointCallback(ck, every_iters=checkpoint_every_iters))
     if nan_guard is not None: extra.append(NaNGuard(nan_guard))
     if tracking: extra.append(MLflowCallback(experiment=experiment))
+    if explain:
+        from mlopsnb.explain import ExplainCallback  # lazily: Captum is imported only by the learners that explain
+        extra.append(ExplainCallback())
     if job_context().study is not None: extra.append(PruningCallback())  # a sweep trial: report each epoch, stop when pruned
     return MLopsLearner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, metrics=metrics, default_cbs=False,
                         cbs=[TrainEvalCallback(), LeanRecorder()] + extra + list(cbs or []), **learner_kwargs)

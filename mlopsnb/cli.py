@@ -24,6 +24,7 @@ COMMANDS = {
     'sweep':   ('mlopsnb.sweep', 'sweep_command'),
     'analyze': ('mlopsnb.analysis', 'analyze_command'),
     'predict': ('mlopsnb.bundle', 'predict_command'),
+    'explain': ('mlopsnb.explain_command', 'explain_command'),
     'serve':   ('mlopsnb.serve', 'serve_command'),
     'launch':  ('mlopsnb.distributed', 'launch_command'),
     'daemon':  ('mlopsnb.daemon', 'daemon_command'),
@@ -140,6 +141,21 @@ def _add_model_commands(sub):
     mo.add_argument('--no-track', action='store_true', help='log no MLflow run for this check')
 
 # %% ../nbs/50_cli.ipynb #10b77ac8
+def _add_explain_command(sub):
+    "Add `explain` to the subparsers `sub`"
+    ex = sub.add_parser('explain', help="explain a bundle's predictions without torch: an occlusion overlay per image, KernelSHAP bars per table row")
+    ex.add_argument('bundle')
+    ex.add_argument('inputs', nargs='+', metavar='INPUT', help='image files (image bundles), or .csv / .json files of table rows')
+    ex.add_argument('--out', metavar='DIR', help='folder for the pictures, values and explanations.json (default explanations/)')
+    ex.add_argument('--method', choices=['auto', 'occlusion', 'kernel_shap'], default='auto', help='default: occlusion for images, kernel_shap for tables')
+    ex.add_argument('--target', metavar='CLASS', help='the class to explain (default: the predicted class)')
+    ex.add_argument('--patch', type=int, metavar='P', help='occlusion: patch side in model pixels (default: a seventh of the image)')
+    ex.add_argument('--stride', type=int, metavar='S', help='occlusion: step between patches (default: half the patch)')
+    ex.add_argument('--n-samples', type=int, metavar='N', help='kernel_shap: coalitions, all of them up to N (default 2048)')
+    ex.add_argument('--seed', type=int, metavar='N', help='kernel_shap: seed of the background and the coalition sample (default 0)')
+    ex.add_argument('--json', action='store_true', help='print JSON')
+
+# %% ../nbs/50_cli.ipynb #c65666a7
 def build_parser() -> argparse.ArgumentParser:
     "The `mlopsnb` argument parser with every subcommand"
     p = argparse.ArgumentParser(prog='mlopsnb', description='Notebook-first MLOps: run notebooks as tracked jobs, analyze data, predict from bundles.')
@@ -158,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('inputs', nargs='+', metavar='INPUT')
     pr.add_argument('--json', action='store_true', help='print JSON')
     pr.add_argument('--verify', action='store_true', help="re-check the bundle's stored parity samples first")
+    _add_explain_command(sub)
 
     _add_serve_command(sub)
     _add_model_commands(sub)

@@ -16,7 +16,7 @@ from .image_inputs import sample_shape
 __all__ = ['RUNTIME_MODULES', 'runtime_package', 'model_metadata', 'log_bundle']
 
 # %% ../nbs/32_registry.ipynb #813fe881
-RUNTIME_MODULES = ('bundle', 'image_inputs', 'table_inputs', 'errors', 'compat')  # what a served bundle needs of mlopsnb: the runtime and its imports
+RUNTIME_MODULES = ('bundle', 'bundle_explain', 'image_inputs', 'table_inputs', 'errors', 'compat')  # what a served bundle needs of mlopsnb: the runtime and its imports
 
 def _pyfunc_model_class():
     "The pyfunc wrapper, defined in a function so cloudpickle stores it by value (loading needs no mlopsnb.export)"

@@ -216,6 +216,26 @@ def _predict_route(app, state:ServerState) -> None:
         state.metrics.latency.labels('/predict').observe(time.perf_counter() - t0)
         return resp
 
+# %% ../nbs/66_serve.ipynb #8dfa73f9
+def _explain_route(app, state:ServerState) -> None:
+    from fastapi import Request
+    from fastapi.responses import Response
+    m0 = state.router.champion
+    @app.post('/explain', summary=f"Why {m0.name} predicts what it does: an occlusion map (images) or KernelSHAP values (table rows)",
+              responses={'4XX': {'description': 'a bad request, too many inputs, or an input that cannot be explained, named'}},
+              openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': request_schema(m0.bundle.spec, state.limits)}}}})
+    async def explain(request: Request):
+        from mlopsnb.explain_command import explain_answer
+        t0, m = time.perf_counter(), state.router.champion
+        try:
+            parsed = await read_request(request, m.bundle.spec, state.limits)
+            status, body = await asyncio.get_running_loop().run_in_executor(None, explain_answer, m.bundle, parsed.inputs, parsed.names)
+            resp = Response(orjson.dumps({'model': m.describe(), **body}), status_code=status, media_type='application/json', headers={'x-model-version': m.version})
+        except RequestError as e: resp = _error(e.status, str(e), e.field)
+        state.metrics.requests.labels('/explain', str(resp.status_code)).inc()
+        state.metrics.latency.labels('/explain').observe(time.perf_counter() - t0)
+        return resp
+
 # %% ../nbs/66_serve.ipynb #8ed8f126
 _FEEDBACK_MAX_BYTES = 64 * 2**10  # a request id and a label: a few hundred bytes
 
@@ -311,7 +331,7 @@ def _admin_routes(app, state:ServerState) -> None:
         except RequestError as e: return _error(e.status, str(e), e.field, {'WWW-Authenticate': 'Bearer'} if e.status == 401 else None)
         except BundleError as e: return _error(409, f"reload failed; still serving the previous models: {e}")
 
-# %% ../nbs/66_serve.ipynb #609b4bd5
+# %% ../nbs/66_serve.ipynb #8c5b3c0a
 def create_app(config:ServeConfig, # what to serve and how
               ) -> Any:
     "The FastAPI app of one server worker: models loaded and warmed up, routes wired"
@@ -335,7 +355,7 @@ def create_app(config:ServeConfig, # what to serve and how
     app = FastAPI(title=f"mlopsnb serve: {m.name}", version=m.version, lifespan=lifespan,
                   description=f"A {m.bundle.task} model ({m.bundle.kind} input) served from an mlopsnb bundle with onnxruntime.")
     app.state.mlopsnb = state
-    _predict_route(app, state); _ops_routes(app, state); _admin_routes(app, state)
+    _predict_route(app, state); _explain_route(app, state); _ops_routes(app, state); _admin_routes(app, state)
     return app
 
 def app_from_env() -> Any:

@@ -256,7 +256,7 @@ _JS_PREDICT = r"""
 async function predict(ev) {
   ev.preventDefault(); clearError();
   const btn = $('predict');
-  $('result').dataset.state = 'busy';
+  $('result').dataset.state = 'busy'; whySeq++; $('why').hidden = true;
   let body;
   try { body = await payload(); } catch (e) { return showError(e.message); }
   btn.disabled = true; btn.textContent = 'Predicting…';
@@ -266,7 +266,7 @@ async function predict(ev) {
     const j = await r.json().catch(() => ({}));
     if (r.status === 503) showError(`The server is busy: try again in ${r.headers.get('Retry-After') || 'a few'} s`);
     else if (!r.ok) showError(typeof j.detail === 'string' ? j.detail : `HTTP ${r.status}: ${JSON.stringify(j.detail ?? j)}`, j.field);
-    else showResult(j);
+    else { showResult(j); if (!(j.predictions || [j]).every(p => p.error)) explain(body); }
   } catch (e) { showError(`The request failed: ${e.message}`); }
   finally { btn.disabled = false; btn.textContent = 'Predict'; }
 }
@@ -288,11 +288,64 @@ function showResult(j) {
   $('result').dataset.state = 'done';
   if (r.error) showError(String(r.error));
 }
+"""
+
+# %% ../nbs/65_serve_page.ipynb #4db4fc4c
+_CSS_EXPLAIN = """
+#why{margin-top:16px;border-top:1px solid var(--line);padding-top:12px}
+#overlay{display:block;width:224px;max-width:100%;image-rendering:pixelated;border-radius:6px;border:1px solid var(--line)}
+#shap{display:grid;grid-template-columns:minmax(4em,max-content) 1fr auto;gap:6px 10px;align-items:center;font-size:.85rem}
+.strack{position:relative;height:14px;background:var(--bg);border-radius:7px}
+.strack::before{content:'';position:absolute;left:50%;top:0;bottom:0;border-left:1px solid var(--muted)}
+.sfill{position:absolute;top:2px;bottom:2px;border-radius:4px}.sfill.pos{left:50%;background:#d72828}.sfill.neg{right:50%;background:#1e5adc}
+#why[data-state=busy] #why-body{opacity:.45}
+"""
+_JS_EXPLAIN = r"""
+let whySeq = 0;
+async function explain(body) {
+  const seq = ++whySeq, box = $('why');
+  box.hidden = false; box.dataset.state = 'busy'; $('why-note').textContent = 'Explaining…';
+  try {
+    const r = await fetch('explain', {method: 'POST', body: JSON.stringify(body),
+                                      headers: {'Content-Type': 'application/json', Accept: 'application/json'}});
+    const j = await r.json().catch(() => ({}));
+    if (seq !== whySeq) return;
+    const e = (j.explanations && j.explanations[0]) || j;
+    if (!r.ok || e.error) throw new Error(String(e.error || j.detail || `HTTP ${r.status}`));
+    if (e.overlay_png) showOverlay(e); else showShap(e);
+    box.dataset.state = 'done';
+  } catch (err) {
+    if (seq !== whySeq) return;
+    $('overlay').hidden = true; $('shap').replaceChildren();
+    $('why-note').textContent = `No explanation: ${err.message}`; box.dataset.state = 'error';
+  }
+}
+function showOverlay(e) {
+  const s = e.settings || {};
+  $('shap').replaceChildren(); $('overlay').src = `data:image/png;base64,${e.overlay_png}`; $('overlay').hidden = false;
+  $('why-note').textContent = `Occlusion: red areas raised the ${s.output || 'score'} of “${e.target}”, blue ones lowered it ` +
+    `(patches of ${(s.patch || []).join('×')} pixels, every ${(s.stride || []).join('×')}).`;
+}
+function showShap(e) {
+  const vals = Object.entries(e.values || {}).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])), row = e.row || {};
+  const top = Math.max(1e-12, ...vals.map(([, v]) => Math.abs(v)));
+  $('overlay').hidden = true;
+  $('shap').replaceChildren(...vals.map(([k, v]) => {
+    const fill = el('div', {class: `sfill ${v >= 0 ? 'pos' : 'neg'}`});
+    fill.style.width = `${50 * Math.abs(v) / top}%`;
+    const shown = `${k} = ${row[k] == null ? 'missing' : fmt(row[k])}`;
+    return el('div', {class: 'bar'}, el('span', {class: 'label', title: shown, text: shown}), el('div', {class: 'strack'}, fill),
+              el('span', {class: 'pct', text: (v >= 0 ? '+' : '') + fmt(+v.toPrecision(3))}));
+  }));
+  const what = (e.settings || {}).output === 'probability' ? `probability of “${e.target}”` : `${(e.settings || {}).output} of “${e.target}”`;
+  $('why-note').textContent = `KernelSHAP: how each column moved the ${what} from ${fmt(+e.base_value.toPrecision(3))} ` +
+    `(the training reference's average) to ${fmt(+e.value.toPrecision(3))}.`;
+}
 $('form').addEventListener('submit', predict);
 init();
 """
 
-# %% ../nbs/65_serve_page.ipynb #4db4fc4c
+# %% ../nbs/65_serve_page.ipynb #cbd3d4cf
 _BODY = """<header><h1>{title}</h1><dl id="model"><div><dt>Model</dt><dd>loading…</dd></div></dl></header>
 <main>
 <form class="card" id="form" novalidate><h2>Input</h2><div id="inputs"></div>
@@ -302,15 +355,17 @@ _BODY = """<header><h1>{title}</h1><dl id="model"><div><dt>Model</dt><dd>loading
 <p id="empty" class="meta">No prediction yet: give the model an input and press Predict.</p>
 <div class="big"><span id="prediction"></span><span id="probability"></span></div>
 <div id="bars"></div><p id="bars-note" class="meta"></p>
+<div id="why" hidden><h3>Why</h3><div id="why-body"><img id="overlay" alt="occlusion map over the input" hidden><div id="shap"></div></div>
+<p id="why-note" class="meta"></p></div>
 <ul id="warnings" class="warnings"></ul><p id="request" class="meta"></p></section>
 </main>
 <footer>Served by <code>mlopsnb serve</code> · <a href="docs">API docs</a> · <a href="info">model description (JSON)</a></footer>
 """
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; "
         "img-src 'self' data: blob:; base-uri 'none'; form-action 'none'")
-_JS = (_JS_HELPERS, _JS_MODEL, _JS_IMAGE, _JS_PAD, _JS_FRAME, _JS_TABLE, _JS_PREDICT)
+_JS = (_JS_HELPERS, _JS_MODEL, _JS_IMAGE, _JS_PAD, _JS_FRAME, _JS_TABLE, _JS_PREDICT, _JS_EXPLAIN)
 
-# %% ../nbs/65_serve_page.ipynb #44f2351d
+# %% ../nbs/65_serve_page.ipynb #90b8ada8
 def page_html(title:str, # the page's title and heading; escaped, so any string is safe
              ) -> str:
     "The page `mlopsnb serve` shows at `GET /`: one self-contained HTML document (inline CSS and JS, no external URL)"
@@ -318,5 +373,5 @@ def page_html(title:str, # the page's title and heading; escaped, so any string 
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<link rel="icon" href="data:,">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
-            f'<title>{t}</title>\n<style>{_CSS}</style></head>\n<body>\n{_BODY.format(title=t)}'
+            f'<title>{t}</title>\n<style>{_CSS}{_CSS_EXPLAIN}</style></head>\n<body>\n{_BODY.format(title=t)}'
             f'<script>\n"use strict";\n(() => {{{"".join(_JS)}}})();\n</script>\n</body></html>\n')

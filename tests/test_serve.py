@@ -82,6 +82,41 @@ def test_tabular_bundle_missing_column_unseen_category_missing_value(bundles, tm
         assert status == 200 and 'error' not in body['predictions'][0] and "'long' is not a number" in body['predictions'][1]['error'], body
 
 
+def test_explain_answers_images_and_rows_and_refuses_bad_requests_with_4xx(bundles, tmp_path):
+    "POST /explain: an occlusion map and overlay for a digit (what Bundle.explain gives), KernelSHAP values for a penguin; bad bodies are 4xx"
+    import base64
+    from PIL import Image
+    b, tb = load_bundle(bundles['img']), load_bundle(bundles['tab'])
+    with serving(bundles['img'], log=tmp_path / 'log') as url:
+        status, body, hdrs = _req(f"{url}/explain", *_multipart('digit.png', _png(bundles['x_val'][0])))
+        assert status == 200 and body['method'] == 'occlusion' and body['input'] == 'file digit.png', body
+        want = b.explain(bundles['x_val'][:1])[0]
+        assert body['prediction'] == want['prediction'] == bundles['img_pred'][0] and body['target'] == want['target']
+        assert np.abs(np.array(body['attribution']) - want['attribution_model']).max() < 1e-5 * max(1, np.abs(want['attribution_model']).max())
+        assert Image.open(io.BytesIO(base64.b64decode(body['overlay_png']))).size == (224, 224) and hdrs['x-model-version'] == body['model']['version']
+        status, body, _ = _post_json(f"{url}/explain", {'images': [base64.b64encode(_png(x)).decode() for x in bundles['x_val'][:3]]})
+        assert status == 200 and [e['prediction'] for e in body['explanations']] == bundles['img_pred'][:3].tolist()
+        assert _req(f"{url}/explain", b'{"image": ', {'content-type': 'application/json'}, 'POST')[0] == 400          # malformed JSON
+        status, body, _ = _req(f"{url}/explain", *_multipart('notes.png', b'not an image'))
+        assert status == 422 and 'notes.png' in body['detail'], body
+        assert _post_json(f"{url}/explain", {'array': np.repeat(bundles['x_val'][:1], 17, 0).tolist()})[0] == 413  # too many for one request
+        assert _req(f"{url}/explain", b'x', {'content-type': 'text/plain'}, 'POST')[0] == 415
+        assert 'mlopsnb_requests_total{endpoint="/explain",status="200"} 2.0' in _req(f"{url}/metrics")[1]
+        pid = int(subprocess.run(['pgrep', '-f', f"serve {bundles['img']}"], capture_output=True, text=True).stdout.split()[0])
+        assert '/torch/' not in Path(f'/proc/{pid}/maps').read_text(), 'explaining loaded torch in the server'
+    row = bundles['raw'].dropna().iloc[0].to_dict()
+    with serving(bundles['tab'], log=tmp_path / 'tlog') as url:
+        status, body, _ = _post_json(f"{url}/explain", row)
+        want = tb.explain([row])[0]
+        assert status == 200 and body['method'] == 'kernel_shap' and list(body['values']) == tb.spec['input']['columns'], body
+        assert max(abs(body['values'][c] - want['values'][c]) for c in want['values']) < 1e-9 and abs(body['delta']) < 1e-6
+        status, body, _ = _post_json(f"{url}/explain", {k: v for k, v in row.items() if k != 'island'})
+        assert status == 422 and body['field'] == 'island' and "missing columns ['island']" in body['detail'], body
+        status, body, _ = _post_json(f"{url}/explain", {'rows': [row, {**row, 'bill_length_mm': 'long'}]})
+        assert status == 200 and 'values' in body['explanations'][0] and "'long' is not a number" in body['explanations'][1]['error'], body
+        assert _post_json(f"{url}/explain", [1, 2])[0] == 422
+
+
 def test_admin_token_and_reload_under_load_loses_no_request(bundles, tmp_path):
     "No token: 401; wrong: 403; right: the models swap while 8 clients send requests, and every request is answered 200"
     # a generous deadline: this test is about the swap, and 8 client threads on 2 cores would otherwise meet 503s by design

@@ -1,6 +1,7 @@
 """The served web page in a real browser: headless Chromium (Debian's, driven by Playwright) opens `/` of a real
 `mlopsnb serve`, uploads a digit file, draws a digit, and fills a penguin's row; the page must show what `load_bundle`
-predicts for the same input, with its probabilities, warnings and errors.
+predicts for the same input, with its probabilities, warnings and errors, and next to it the explanation `POST /explain`
+gives (the occlusion overlay of a digit, KernelSHAP bars of a row), as `Bundle.explain` computes it.
 
 Needs Debian's `chromium` (`.ci/run` installs it) and the `playwright` pip package (in `[dev]`); without either, the
 tests skip saying which is missing. Screenshots go to the test's tmp folder and to `_proc/screenshots/` for a person."""
@@ -106,6 +107,12 @@ def _predict(pg) -> str:
     return pg.get_attribute('#result', 'data-state')
 
 
+def _why(pg) -> str:
+    "Wait until the page's explanation (`#why`, asked after each prediction) has answered; the state it ended in"
+    pg.wait_for_selector('#why[data-state=done], #why[data-state=error]')
+    return pg.get_attribute('#why', 'data-state')
+
+
 def _seen_png(pg) -> bytes:
     "The PNG the page made from the drawing (the 'what the model gets' preview canvas)"
     return base64.b64decode(pg.evaluate("document.querySelector('canvas.seen').toDataURL('image/png').split(',')[1]"))
@@ -127,6 +134,16 @@ def test_image_page_upload_draw_and_errors(page, mnist, tmp_path):
     assert pg.text_content('#probability') == f"{100 * want['probability']:.1f} % probability"
     labels = pg.locator('#bars .label').all_text_contents()
     assert labels == sorted(want['probabilities'], key=want['probabilities'].get, reverse=True)[:10]
+    # the explanation next to it: the overlay POST /explain drew, of the map Bundle.explain computes for the same file
+    assert _why(pg) == 'done', pg.text_content('#why-note')
+    from mlopsnb.explain_command import explanation_picture
+    shown = pg.evaluate("document.getElementById('overlay').src").split(',', 1)[1]
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown))).convert('RGB'), dtype=np.int16)
+    mine = np.asarray(Image.open(io.BytesIO(explanation_picture(b.explain([str(mnist['png'])])[0]))).convert('RGB'), dtype=np.int16)
+    assert overlay.shape == mine.shape == (224, 224, 3) and np.abs(overlay - mine).max() <= 1
+    assert pg.is_visible('#overlay') and pg.evaluate("document.getElementById('overlay').naturalWidth") == 224
+    assert f"of “{want['prediction']}”" in pg.text_content('#why-note') and 'Occlusion' in pg.text_content('#why-note')
+    _screenshot(pg, tmp_path, 'serve_page_explain')
     # a drawing: a small "2" in the upper left of the pad; the page frames it like MNIST before sending it
     box = pg.locator('#canvas').bounding_box()
     at = lambda x, y: (box['x'] + (0.06 + 0.55 * x) * box['width'], box['y'] + (0.06 + 0.55 * y) * box['height'])
@@ -143,6 +160,7 @@ def test_image_page_upload_draw_and_errors(page, mnist, tmp_path):
     (tmp_path / 'drawn.png').write_bytes(_seen_png(pg))
     assert pg.text_content('#prediction') == str(b.predict([str(tmp_path / 'drawn.png')])[0])
     assert pg.text_content('#prediction') == '2', "a clearly drawn 2, framed like MNIST, should read as a 2 (>0.95 offline)"
+    assert _why(pg) == 'done' and 'of “2”' in pg.text_content('#why-note')
     _screenshot(pg, tmp_path, 'serve_page')
     # errors are shown, not swallowed: a file that is no image -> the server's 4xx detail, visibly
     (tmp_path / 'notes.png').write_text('not an image')
@@ -169,9 +187,18 @@ def test_table_page_form_predicts_and_warns(page, penguins, tmp_path):
     assert pg.text_content('#prediction') == want['prediction'] == b.predict([row])[0]
     assert pg.locator('#bars .bar').count() == len(b.classes)
     assert pg.locator('#warnings li').count() == 0
+    # why: one signed bar per column, largest |KernelSHAP value| first, as Bundle.explain computes them
+    assert _why(pg) == 'done', pg.text_content('#why-note')
+    ex = b.explain([row])[0]
+    order = sorted(ex['values'], key=lambda c: -abs(ex['values'][c]))
+    assert [t.split(' = ')[0] for t in pg.locator('#shap .label').all_text_contents()] == order
+    assert pg.locator('#shap .sfill.pos').count() == sum(v >= 0 for v in ex['values'].values())
+    assert f"probability of “{ex['target']}”" in pg.text_content('#why-note') and pg.is_hidden('#overlay')
+    _screenshot(pg, tmp_path, 'serve_page_table_explain')
     pg.fill('input[data-col="island"]', 'Atlantis')
     assert _predict(pg) == 'done', pg.text_content('#error')
     assert 'Atlantis' in pg.text_content('#warnings')
+    assert _why(pg) == 'done' and 'island = Atlantis' in pg.locator('#shap .label').all_text_contents()
     _screenshot(pg, tmp_path, 'serve_page_table')
     # an emptied number field is sent as null (missing): the bundle fills it as it would for load_bundle
     pg.fill('input[data-col="island"]', row['island'])
