@@ -178,11 +178,12 @@ def mlops_learner(dls:DataLoaders,               # e.g. `mlopsnb.loaders.tensor_
                   metrics:Any=None,              # fastai metrics
                   lr:float=1e-3,                 # default learning rate
                   tracking:bool=True,            # log to MLflow with `MLflowCallback`
-                  checkpoint_dir:str|Path|bool|None=None, # save the full training state here each epoch (None: the job's folder in a job, else none; False: never)
+                  checkpoint_dir:str|Path|bool|None=None, # save the full training state here (None: the job's folder in a job, else none; False: never)
                   experiment:str|None=None,      # MLflow experiment of the run it opens when none is active
                   progress:str|None=None,        # 'notebook', 'console', 'plain', 'none' (default: detect)
                   nan_guard:str|None=None,       # 'raise' or 'skip' to add a `NaNGuard` (one host sync per batch)
-                  checkpoint_every_iters:int|None=None, # also checkpoint every N batches
+                  checkpoint_every_iters:int|None=None, # checkpoint every epoch and every N batches (instead of by time)
+                  checkpoint_every_seconds:float|None=60., # checkpoint when this long has passed since the last save (None: every epoch)
                   opt_func:Callable|None=None,   # optimizer (default: torch's Adam, fused/foreach, through `OptimWrapper`)
                   explain:bool=False,            # add an `mlopsnb.explain.ExplainCallback`: a validation sample's attributions logged at the end of each fit
                   cbs:Sequence[Callback]|None=None, # extra callbacks
@@ -194,7 +195,9 @@ def mlops_learner(dls:DataLoaders,               # e.g. `mlopsnb.loaders.tensor_
     pcb = progress_callback(progress)
     if pcb is not None: extra.append(pcb)
     ck = job_context().checkpoint_dir if checkpoint_dir is None else None if checkpoint_dir is False else checkpoint_dir
-    if ck is not None: extra.append(CheckpointCallback(ck, every_iters=checkpoint_every_iters))
+    if ck is not None:  # a count the caller asked for wins over the time policy
+        extra.append(CheckpointCallback(ck, every_iters=checkpoint_every_iters,
+                                        every_seconds=None if checkpoint_every_iters else checkpoint_every_seconds))
     if nan_guard is not None: extra.append(NaNGuard(nan_guard))
     if tracking: extra.append(MLflowCallback(experiment=experiment))
     if explain:

@@ -7,7 +7,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/checkpoint.html.md"""
 # %% ../nbs/22_checkpoint.ipynb #8f98b26b
 from __future__ import annotations
 from .errors import require_extra; require_extra(__name__, 'torch', 'fastai', 'fastcore')
-import contextlib, io, random, time
+import contextlib, io, os, random, time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -151,20 +151,23 @@ class _OrderedWrites:
 
 # %% ../nbs/22_checkpoint.ipynb #dda73609
 class CheckpointCallback(Callback, _OrderedWrites):
-    "Save the full training state atomically every `every` epochs (and every `every_iters` batches), keeping `best` and `latest`"
+    "Save the full training state atomically every `every` epochs, `every_iters` batches or `every_seconds`, keeping `best` and `latest`"
     order = 80  # after Recorder (50), so the epoch's valid metrics are known
     def __init__(self,
                  dirname:str|Path='checkpoints', # folder (relative: see `checkpoint_folder`)
                  every:int=1,                     # save at the end of every `every` epochs (0: never at epoch end)
                  every_iters:int|None=None,       # also save every N training batches, for mid-epoch resume
+                 every_seconds:float|None=None,   # instead of `every`: save when this long has passed since the last save (first and last epoch always)
                  keep_last:int=3,                 # periodic checkpoints to keep (best and latest are always kept)
                  monitor:str|None='valid_loss',   # recorder metric deciding `best.pt` (None: no best)
                  comp:Callable|None=None,         # `np.less` or `np.greater` (default: less, except for accuracy-like names)
                  async_write:bool=True,           # write files on a background thread (the state is captured synchronously)
                 ):
         if every < 0 or (every_iters is not None and every_iters < 1): raise ValueError(f"every={every}, every_iters={every_iters}: must be >= 0 / >= 1")
+        if every_seconds is not None and not every_seconds > 0: raise ValueError(f"every_seconds must be > 0 (or None), got {every_seconds}")
         if keep_last < 1: raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.dirname, self.every, self.every_iters, self.keep_last, self.monitor = Path(dirname), every, every_iters, keep_last, monitor
+        self.every_seconds = every_seconds
         self.comp = comp or (np.greater if monitor and any(s in monitor for s in ('acc', 'f1', 'auc', 'r2', 'score')) else np.less)
         self.best, self.saved, self.async_write = None, [], async_write
         self._pending:list = []
@@ -180,27 +183,48 @@ class CheckpointCallback(Callback, _OrderedWrites):
         self.__dict__['_folder'] = checkpoint_folder(self.dirname)  # a later chdir moves nothing mid-fit
         self.path.mkdir(parents=True, exist_ok=True)
         self.saved = sorted(p.name for p in self.path.glob('epoch*-iter*.pt'))  # names sort by (epoch, iter): prune across resumes
+        self._last_save, self._best_state, self._done, self._saved_epoch, self._at_boundary = time.monotonic(), None, 0, 0, False
 
     def before_train(self):
         # fastai DataLoaders draw this epoch's order from `dl.rng` at `iter`: remember its state for mid-epoch resume
         for dl in self.learn.dls.loaders:
             if isinstance(getattr(dl, 'rng', None), random.Random): dl._mlops_epoch_rng = dl.rng.getstate()
 
+    def before_epoch(self): self._at_boundary = False
+
     def after_batch(self):
-        if not self.every_iters or not self.training or not self._active: return
+        if not (self.every_iters or self.every_seconds) or not self.training or not self._active: return
         it = batches_done(self.learn) + 1
-        if it % self.every_iters == 0 and it < self.learn.n_iter: self.save(self.epoch, it)
+        if it >= self.learn.n_iter: return  # the epoch's end saves
+        if (self.every_iters and it % self.every_iters == 0) or (self.every_seconds and self._due()): self.save(self.epoch, it)
 
-    def after_epoch(self):
-        st = self.learn.mlops
-        if not self._active or self.epoch < st.resume_epoch or st.nan_error: return  # never save a state the NaN guard rejected
-        val = self._monitored()
-        is_best = val is not None and (self.best is None or self.comp(val, self.best))
-        periodic = self.every and (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch
-        if is_best: self.best, st.best_checkpoint = val, self.path / 'best.pt'
-        if periodic or is_best: self.save(self.epoch + 1, 0, pointer=bool(periodic), best=is_best)
+    def after_fit(self):
+        if getattr(self, '_active', False) and getattr(self, '_best_state', None) is not None:
+            self._submit(self._write_checkpoint, None, self._best_state, True)
+        self._best_state = None
+        self._close_writes()
 
-    def after_fit(self): self._close_writes()
+# %% ../nbs/22_checkpoint.ipynb #5dfc3e51
+@patch
+def after_epoch(self:CheckpointCallback):
+    st = self.learn.mlops
+    if not self._active or self.epoch < st.resume_epoch or st.nan_error: return  # never save a state the NaN guard rejected
+    val = self._monitored()
+    is_best = val is not None and (self.best is None or self.comp(val, self.best))
+    last = self.epoch + 1 == self.n_epoch
+    if self.every_seconds: periodic = last or self.epoch == st.resume_epoch or self._due()  # the fit's first epoch, then by time
+    else: periodic = self.every and (self.epoch + 1) % self.every == 0 or last
+    if is_best: self.best, st.best_checkpoint = val, self.path / 'best.pt'
+    self._done, self._at_boundary = self.epoch + 1, True
+    if periodic: self.save(self.epoch + 1, 0, best=is_best)
+    elif is_best and self.every_seconds: self._best_state = self._capture(self.epoch + 1, 0)  # written with the next save
+    elif is_best: self.save(self.epoch + 1, 0, pointer=False, best=True)
+
+@patch
+def after_cancel_fit(self:CheckpointCallback):
+    "A cancelled fit keeps its last finished epoch (the time policy may not have saved it)"
+    if getattr(self, '_active', False) and self._at_boundary and self._done > self._saved_epoch and not self.learn.mlops.nan_error:
+        self.save(self._done, 0)
 
 # %% ../nbs/22_checkpoint.ipynb #9486d587
 @patch
@@ -222,17 +246,39 @@ def _write_checkpoint(self:CheckpointCallback, name:str|None, st:dict, best:bool
         self.saved.append(name)
         while len(self.saved) > self.keep_last:
             with contextlib.suppress(FileNotFoundError): (self.path / self.saved.pop(0)).unlink()
-    if best: self._write(self.path / 'best.pt', data)
+    if best and name: self._link_best(name, data)
+    elif best: self._write(self.path / 'best.pt', data)
+
+@patch
+def _link_best(self:CheckpointCallback, name:str, data:bytes):
+    "Make `best.pt` the same file as checkpoint `name` (a hard link: no second write), atomically; write it where links fail"
+    tmp = self.path / f'.best.pt.{os.getpid()}.link'
+    try:
+        with contextlib.suppress(FileNotFoundError): tmp.unlink()
+        os.link(self.path / name, tmp); os.replace(tmp, self.path / 'best.pt')
+    except OSError: self._write(self.path / 'best.pt', data)
+
+@patch
+def _due(self:CheckpointCallback) -> bool: return time.monotonic() - self._last_save >= self.every_seconds
+
+@patch
+def _capture(self:CheckpointCallback, epoch:int, it:int) -> dict:
+    "The state to resume at batch `it` of `epoch`, as a private CPU copy when it is written in the background"
+    st = training_state(self.learn, epoch, it)
+    st['best'] = self.best
+    if self.async_write:  # serializing it happens off the loop
+        for k in ('model', 'opt', 'scaler', 'recorder'): st[k] = _cpu_copy(st[k])
+    return st
 
 @patch
 def save(self:CheckpointCallback, epoch:int, it:int, pointer:bool=True, best:bool=False):
     "Capture the state to resume at batch `it` of `epoch` now; write it (then move `latest`, prune) in the background"
-    st = training_state(self.learn, epoch, it)
-    st['best'] = self.best
-    if self.async_write:  # a private CPU copy; serializing it happens off the loop
-        for k in ('model', 'opt', 'scaler', 'recorder'): st[k] = _cpu_copy(st[k])
-    name = _ckpt_name(epoch, it) if pointer else None
-    if name: self.learn.mlops.last_checkpoint = self.path / name
+    st, name = self._capture(epoch, it), _ckpt_name(epoch, it) if pointer else None
+    if name:
+        self.learn.mlops.last_checkpoint, self._last_save = self.path / name, time.monotonic()
+        if not it: self._saved_epoch = max(self._saved_epoch, epoch)
+    held, self._best_state = self._best_state, None
+    if held is not None and not best: self._submit(self._write_checkpoint, None, held, True)  # an earlier best the time policy held back
     self._submit(self._write_checkpoint, name, st, best)
 
 # %% ../nbs/22_checkpoint.ipynb #9bc11368
