@@ -182,9 +182,8 @@ def confusion_matrix_figure(cm, # (n_classes, n_classes) counts, rows = actual, 
     fig = Figure(figsize=(1.5 + 0.45 * n, 1.2 + 0.45 * n)); ax = fig.add_subplot()
     ax.imshow(cm, cmap='Blues')
     ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0); ax.set_yticks(range(n), classes)
-    for i in range(n):
-        for j in range(n): ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
-                                   color='white' if cm[i, j] > cm.max() / 2 else 'black')
+    for i, j in zip(*np.nonzero(cm)): ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
+                                              color='white' if cm[i, j] > cm.max() / 2 else 'black')
     ax.set_xlabel('predicted'); ax.set_ylabel('actual'); ax.set_title('confusion matrix (valid)')
     fig.tight_layout()
     return fig
