@@ -90,8 +90,9 @@ def test_params_command(tmp_path):
     r = mlopsnb(tmp_path, 'params', TRAIN, '--json')
     assert r.returncode == 0, r.stderr
     ps = {p['name']: p for p in json.loads(r.stdout)}
-    assert list(ps) == ['epochs', 'lr', 'bs', 'arch', 'precision', 'seed', 'limit', 'analyze_data', 'export']
-    assert ps['precision']['choices'] == ['auto', 'fp32', 'bf16', 'fp16'] and ps['epochs']['default'] == 10
+    assert list(ps) == ['epochs', 'lr', 'bs', 'shift', 'label_smoothing', 'arch', 'precision', 'seed', 'limit', 'analyze_data', 'export']
+    assert ps['precision']['choices'] == ['auto', 'fp32', 'bf16', 'fp16'] and ps['epochs']['default'] == 8
+    assert ps['label_smoothing']['type'] == 'float' and ps['shift']['default'] == 2
     r = mlopsnb(tmp_path, 'params', NBS / 'metrics.ipynb')
     assert r.returncode == 0 and 'steps' in r.stdout and 'metric steps to log' in r.stdout
 
