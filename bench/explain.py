@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))  # tests/_trained.py: the demo's CNN
+from _trained import quickstart_cnn  # noqa: E402
 CATS, CONTS = ['island', 'sex'], ['bill_length_mm', 'bill_depth_mm', 'flipper_length_mm', 'body_mass_g']
 
 
@@ -32,14 +34,6 @@ def timed(fn, reps:int) -> float:
     for _ in range(reps):
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
     return statistics.median(ts)
-
-
-def demo_cnn():
-    from torch import nn
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
 
 
 def mnist_learner(epochs:int, explain:bool):
@@ -57,7 +51,7 @@ def mnist_learner(epochs:int, explain:bool):
     x, y = torch.from_numpy(d.x), torch.from_numpy(d.y)
     dls = tensor_dls(x[trn], y[trn], x[val], y[val], bs=128, seed=0, device='cpu', tfms=[NormalizeImages(0.1307, 0.3081)],
                      train_tfms=[RandomCropFlip(padding=2, flip=False, pad_mode='replicate', seed=0)])
-    learn = mlops_learner(dls, demo_cnn(), loss_func=nn.CrossEntropyLoss(label_smoothing=0.1), metrics=accuracy, lr=1e-2,
+    learn = mlops_learner(dls, quickstart_cnn(), loss_func=nn.CrossEntropyLoss(label_smoothing=0.1), metrics=accuracy, lr=1e-2,
                           explain=explain, experiment='bench_explain', progress='none')
     t = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch, torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # tests/_trained.py: the quickstart CNN
 from mlopsnb.datasets import mnist_5k, stratified_split
 from mlopsnb.loaders import TensorBatches, tensor_dls, NormalizeImages
 
@@ -51,10 +52,10 @@ def cnn():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 
 def quickstart_cnn():
-    "The quickstart's and the demo's CNN"
+    "The quickstart's and the demo's CNN (tests/_trained.py)"
+    from _trained import quickstart_cnn as make
     torch.manual_seed(SEED)
-    block = lambda ci, co: [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
+    return make()
 
 def hand_loop(make_model):
     "(a) the loop everyone writes: TensorBatches, torch Adam, a valid pass with loss and accuracy each epoch"

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # %% auto #0
-__all__ = ['scaled_attribution', 'attribution_colors', 'attribution_overlay', 'overlay_grid_png', 'importance_bar_png']
+__all__ = ['scaled_attribution', 'attribution_colors', 'attribution_overlay', 'png_bytes', 'overlay_grid_png',
+           'importance_bar_png']
 
 # %% ../nbs/38_attribution_pictures.ipynb #02e4369e
 def scaled_attribution(attribution:np.ndarray, # any shape; NaNs count as 0
@@ -70,7 +71,10 @@ def attribution_overlay(image:np.ndarray,       # (H,W) or (H,W,3) uint8 (other 
 # %% ../nbs/38_attribution_pictures.ipynb #8d80f9b3
 def _font(): return ImageFont.load_default()
 
-def _png(img:Image.Image) -> bytes:
+def png_bytes(image:np.ndarray|Image.Image, # a PIL image, or an (H,W) / (H,W,3) uint8 array
+             ) -> bytes:
+    "The PNG file of an image"
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
     buf = io.BytesIO(); img.save(buf, format='PNG'); return buf.getvalue()
 
 def overlay_grid_png(images:Sequence[np.ndarray],       # images as `attribution_overlay` takes them
@@ -95,7 +99,7 @@ def overlay_grid_png(images:Sequence[np.ndarray],       # images as `attribution
     for k, (t, c) in enumerate(zip(tiles, captions)):
         x, y = 6 + (k % cols) * (tw + 6), 6 + (k // cols) * (th + cap + 6)
         sheet.paste(t, (x, y)); draw.text((x, y + th + 2), str(c)[:max(4, tw // 6)], fill='black', font=font)
-    return _png(sheet)
+    return png_bytes(sheet)
 
 # %% ../nbs/38_attribution_pictures.ipynb #e61d2952
 def importance_bar_png(names:Sequence[str],    # one name per column (or feature)
@@ -123,4 +127,4 @@ def importance_bar_png(names:Sequence[str],    # one name per column (or feature
         draw.rectangle([min(zero, x1), y + 3, max(zero, x1), y + row - 3], fill=(215, 40, 40) if v[i] >= 0 else (30, 90, 220))
         draw.text((max(zero, x1) + 4, y + 4), f"{v[i]:.3g}", fill='black', font=font)
     draw.line([zero, head, zero, head + row * len(order)], fill='grey')
-    return _png(img)
+    return png_bytes(img)

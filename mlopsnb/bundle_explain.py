@@ -7,7 +7,6 @@ Docs: https://mlopsnb.github.io/mlopsnb/bundle_explain.html.md"""
 # %% ../nbs/39_bundle_explain.ipynb #7d5dd23c
 from __future__ import annotations
 import math, os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 import numpy as np
 from .errors import BundleError
@@ -16,8 +15,7 @@ from .table_inputs import is_missing, table_columns
 
 # %% auto #0
 __all__ = ['occlusion_windows', 'default_patch', 'occlusion', 'upload_map', 'display_image', 'coalitions', 'kernel_shap',
-           'feature_groups', 'masked_feeds', 'background_rows', 'explain_images', 'explain_rows', 'explain_inputs',
-           'rank_correlation']
+           'feature_groups', 'masked_feeds', 'background_rows', 'explain_images', 'explain_rows', 'explain_inputs']
 
 # %% ../nbs/39_bundle_explain.ipynb #b9b11643
 def _pair(v) -> tuple[int, int]:
@@ -307,20 +305,3 @@ def explain_inputs(model,                # a loaded bundle (`mlopsnb.bundle.Bund
     if method not in fits.values(): raise ValueError(f"method must be 'occlusion', 'kernel_shap' or 'auto', got {method!r}")
     if method != fits[kind]: raise ValueError(f"method {method!r} does not fit a bundle of {kind} input; use {fits[kind]!r} (or 'auto')")
     return (explain_images if method == 'occlusion' else explain_rows)(model, inputs, target, **settings)
-
-# %% ../nbs/39_bundle_explain.ipynb #d26ff2e4
-def _ranks(a:np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64).reshape(-1)
-    _, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return (start + (counts - 1) / 2)[inv]  # the mean rank of each group of ties
-
-def rank_correlation(a:np.ndarray, # any shape
-                     b:np.ndarray, # the same number of values
-                    ) -> float:
-    "Spearman's rank correlation of two maps, ties at their mean rank (0.0 when either is constant)"
-    ra, rb = _ranks(a), _ranks(b)
-    if len(ra) != len(rb): raise ValueError(f"maps of {len(ra)} and {len(rb)} values cannot be compared")
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb / den) if den > 0 else 0.0

@@ -6,18 +6,18 @@ Docs: https://mlopsnb.github.io/mlopsnb/explain_command.html.md"""
 
 # %% ../nbs/39b_explain_command.ipynb #2c71a999
 from __future__ import annotations
-import base64, csv, io, json, sys
+import base64, csv, json, sys
 from pathlib import Path
 from typing import Any, Sequence
 import numpy as np
-from .attribution_pictures import attribution_overlay, importance_bar_png
+from .attribution_pictures import attribution_overlay, importance_bar_png, png_bytes
 from .bundle import Bundle, describe_input, load_bundle
 from .errors import BundleError
 from .image_inputs import IMAGE_SUFFIXES
 from .serve_inputs import RequestError
 
 # %% auto #0
-__all__ = ['EXPLAIN_MAX_ITEMS', 'png_bytes', 'explanation_picture', 'explanation_record', 'explain_records', 'explain_answer',
+__all__ = ['EXPLAIN_MAX_ITEMS', 'explanation_picture', 'explanation_record', 'explain_records', 'explain_answer',
            'read_table_file', 'explain_command']
 
 # %% ../nbs/39b_explain_command.ipynb #01ab3816
@@ -25,12 +25,6 @@ def _enlarged(a:np.ndarray, min_side:int=224) -> np.ndarray:
     "An (H, W, 3) uint8 image enlarged by a whole factor (nearest neighbour) until its shorter side is at least `min_side`"
     k = max(1, -(-min_side // max(1, min(a.shape[:2]))))
     return np.repeat(np.repeat(a, k, 0), k, 1) if k > 1 else a
-
-def png_bytes(a:np.ndarray, # an (H, W) or (H, W, 3) uint8 image
-             ) -> bytes:
-    "The PNG file of an image array"
-    from PIL import Image
-    buf = io.BytesIO(); Image.fromarray(np.ascontiguousarray(a)).save(buf, 'PNG'); return buf.getvalue()
 
 def explanation_picture(r:dict, # one explanation from `Bundle.explain`
                        ) -> bytes:

@@ -27,3 +27,10 @@ def mnist_cnn_learner(n_train:int, n_valid:int, epochs:int):
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat())
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 1e-2)
     return learn, data, val
+
+
+def quickstart_cnn():
+    "The quickstart's and the demo's CNN: conv-BN-ReLU-pool x2, a 128-unit head with dropout (~0.42M parameters)"
+    import torch.nn as nn
+    block = lambda ci, co: [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
