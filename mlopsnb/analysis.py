@@ -18,7 +18,7 @@ from .statistics import column_kind, column_reference, frame_reference
 from .drift import psi, DriftTest, ks_drift, chi2_drift, drift_table, frame_drift
 from .report import Report
 from .images import image_report, image_reference
-from .text import text_report, text_features
+from .text_profile import text_report, text_features
 from .tables import table_report, read_table, classify_data
 from .splits import find_leakage, compare_splits
 

@@ -15,7 +15,7 @@ import pandas as pd
 from .statistics import column_kind, float_values
 from .drift import drift_table
 from .report import Report, new_figure
-from .text import text_features
+from .text_profile import text_features
 from .tables import classify_data
 
 # %% auto #0

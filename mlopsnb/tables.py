@@ -17,7 +17,7 @@ import pandas as pd
 from .statistics import column_kind, float_values, numeric_summary, category_counts, numeric_reference, categorical_reference
 from .report import Report, new_figure, plot_balance, plot_hist
 from .images import ImageSet, images_from_array, scan_image_folder
-from .text import is_text
+from .text_profile import is_text
 
 # %% auto #0
 __all__ = ['table_report', 'read_table', 'classify_data']
