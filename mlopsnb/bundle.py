@@ -15,16 +15,18 @@ from .compat import onnx_session_runner
 from .image_inputs import read_images
 from .bundle_explain import explain_inputs
 from .table_inputs import CategoryWarning, CheckedInputs, check_table, preprocess_table, table_constants
+from .text_inputs import read_tokenizer, preprocess_texts
 
 # %% auto #0
-__all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'file_sha256', 'read_spec', 'step_constants', 'preprocess_images',
-           'preprocess_inputs', 'check_inputs', 'embedding_coordinates', 'BundleModel', 'Bundle', 'monitored_results',
-           'row_results', 'load_bundle', 'parity_samples', 'verify_bundle', 'describe_input', 'predict_command']
+__all__ = ['BUNDLE_FORMAT', 'BUNDLE_VERSION', 'file_sha256', 'read_spec', 'step_constants', 'bundle_constants',
+           'preprocess_images', 'preprocess_inputs', 'check_inputs', 'embedding_coordinates', 'BundleModel', 'Bundle',
+           'monitored_results', 'row_results', 'load_bundle', 'parity_samples', 'verify_bundle', 'describe_input',
+           'predict_command']
 
 # %% ../nbs/31_bundle.ipynb #1d94dc58
 BUNDLE_FORMAT = 'mlopsnb-bundle'
 BUNDLE_VERSION = 1
-_STEP_TYPES = ('normalize_images', 'int_to_float', 'normalize_channels', 'fill_missing', 'categorify', 'normalize')
+_STEP_TYPES = ('normalize_images', 'int_to_float', 'normalize_channels', 'fill_missing', 'categorify', 'normalize', 'tokenize')
 
 def file_sha256(p:str|Path, # a file
                ) -> str:
@@ -68,6 +70,16 @@ def step_constants(steps:list[dict], # the bundle's `preprocessing` steps
             consts[i] = tuple(np.asarray(st[k], np.float32).reshape(1, -1, 1, 1) for k in ('mean', 'std'))
     return {**consts, **table_constants(steps)}
 
+def bundle_constants(path:Path, spec:dict, # a bundle folder and its spec
+                    ) -> dict[Any, Any]:
+    "`step_constants`, plus a text bundle's own tokenizer (read once, from the folder)"
+    consts = step_constants(spec['preprocessing'])
+    if spec['input']['kind'] == 'text':
+        i = spec['input']
+        try: consts['tokenizer'] = read_tokenizer(path / i['tokenizer'], i['max_length'])
+        except FileNotFoundError: raise BundleError(f"{path}: {i['tokenizer']} is missing") from None
+    return consts
+
 def preprocess_images(x:np.ndarray,      # a uint8 batch (N, *sample_shape)
                       steps:list[dict],  # the bundle's preprocessing steps
                       consts:dict,       # from `step_constants(steps)`
@@ -104,6 +116,7 @@ def preprocess_inputs(inputs,                    # raw inputs of the bundle's in
         if a.shape[1:] != shp: raise ValueError(f"expected arrays of shape {shp} or (N, *{shp}), got {a.shape}")
         if len(a) == 0: raise ValueError("empty batch: no rows given")
         return {input_names[0]: preprocess_images(a.astype(ispec['dtype'], copy=False), steps, consts)}
+    if kind == 'text': return {input_names[0]: preprocess_texts(inputs, consts['tokenizer'], ispec['pad_id'])}
     if kind == 'tabular':
         cols = ((spec.get('schema') or {}).get('columns') or {})
         return preprocess_table(inputs, ispec, steps, consts, input_names, [c for c, v in cols.items() if v.get('nullable')])
@@ -183,7 +196,7 @@ class Bundle(BundleModel):
     def __init__(self, path:str|Path, model:str='fp32', threads:int|None=None, spin:bool=False):
         super().__init__(path, model, threads, spin)
         self._cls = np.array(self.classes) if self.classes else None
-        self._consts = step_constants(self.spec['preprocessing'])
+        self._consts = bundle_constants(self.path, self.spec)
 
     def preprocess(self, inputs) -> dict[str, np.ndarray]:
         "Raw inputs -> the model's input arrays, by the bundle's preprocessing steps"
@@ -298,6 +311,9 @@ def parity_samples(b:BundleModel, # a loaded bundle
         rows = p.get('rows')
         if rows is None: raise BundleError(f"{b.path}: bundle.json has no parity rows")
         return [{k: (np.nan if v is None else v) for k, v in r.items()} for r in rows], data['expected']
+    if b.kind == 'text':
+        if p.get('texts') is None: raise BundleError(f"{b.path}: bundle.json has no parity texts")
+        return list(p['texts']), data['expected']
     if p.get('inputs') == 'files':  # image files stored as bytes: read back as the runtime reads a file
         import io
         from PIL import Image
@@ -340,8 +356,9 @@ def _load_inputs(paths:Sequence[str], kind:str) -> list[tuple[str, Any]]:
         p = Path(s); ext = p.suffix.lower()
         if ext == '.csv': groups.append((f"{s}", _read_csv(p)))
         elif ext == '.npy': groups.append((s, np.load(p, allow_pickle=False)))
+        elif ext == '.txt': groups.append((s, [l for l in p.read_text(encoding='utf-8', errors='replace').splitlines() if l.strip()]))
         elif ext in _IMG_EXT: imgs.append(s)
-        else: raise ValueError(f"{s}: unsupported input type {ext or '(no extension)'}; use image files, .csv or .npy")
+        else: raise ValueError(f"{s}: unsupported input type {ext or '(no extension)'}; use image files, .csv, .npy or .txt (or --text)")
     if imgs: groups.insert(0, ('images', imgs))
     return groups
 
@@ -350,24 +367,29 @@ def describe_input(b:BundleModel) -> str:
     i, what = b.spec['input'], f"a {b.task} bundle"
     if b.kind == 'image': return f"{what} for {i['pil_mode']} images of {i['width']}x{i['height']} (image files, PIL images or uint8 arrays)"
     if b.kind == 'tabular': return f"{what} for table rows with the columns {i['columns']} (a .csv file, a DataFrame or dicts)"
+    if b.kind == 'text': return f"{what} for texts of up to {i['max_length']} tokens (--text STRING, a .txt file with one text per line, or a list of strings)"
     return f"{what} for {i['dtype']} arrays of shape {tuple(i['shape'])} (.npy)"
 
+# %% ../nbs/31_bundle.ipynb #535593e8
 def _check_kind(b:BundleModel, label:str, batch) -> None:
     "A CLI input of the wrong kind for the bundle: say what was given and what the bundle expected"
-    given = 'image files' if label == 'images' else 'a CSV of table rows' if isinstance(batch, list) else 'an array'
-    if (b.kind == 'tabular') != (given == 'a CSV of table rows'):
+    given = 'image files' if label == 'images' else 'texts' if label == '--text' or label.endswith('.txt') else \
+            'a CSV of table rows' if isinstance(batch, list) else 'an array'
+    wants = {'tabular': 'a CSV of table rows', 'text': 'texts'}.get(b.kind)
+    if (given in ('a CSV of table rows', 'texts') or wants is not None) and given != wants:
         raise ValueError(f"{label if label != 'images' else ', '.join(batch[:3])}: {given}, but the bundle expected input of another kind: it is {describe_input(b)}")
 
-def _predictions(b:Bundle, inputs:Sequence[str]) -> list[dict]:
+def _predictions(b:Bundle, inputs:Sequence[str], texts:Sequence[str]=()) -> list[dict]:
     "One dict per input: its label and `row_results`' prediction (with probabilities and warnings), or its error"
     preds = []
-    for label, batch in _load_inputs(inputs, b.kind):
+    for label, batch in _load_inputs(inputs, b.kind) + ([('--text', list(texts))] if texts else []):
         _check_kind(b, label, batch)
-        names = batch if label == 'images' else [f"{label}[{i}]" for i in range(len(batch))]
+        if not len(batch): continue  # an empty .txt file: nothing to predict
+        names = batch if label in ('images', '--text') else [f"{label}[{i}]" for i in range(len(batch))]
         preds += [{'input': str(n), **r} for n, r in zip(names, b.predict_rows(batch))]
     return preds
 
-# %% ../nbs/31_bundle.ipynb #535593e8
+# %% ../nbs/31_bundle.ipynb #071550c2
 def _fail(msg:str, rc:int, as_json:bool, inputs, **extra) -> int:
     "Report an error: a line on stderr and, with --json, strict JSON `{error, input}` on stdout; returns the exit code"
     print(f"mlopsnb predict: {msg}", file=sys.stderr)
@@ -377,10 +399,11 @@ def _fail(msg:str, rc:int, as_json:bool, inputs, **extra) -> int:
 def predict_command(args) -> int:
     "`mlopsnb predict`: predict (and optionally verify) with a bundle; prints one line per input, or JSON; exit 2 for bad input"
     inputs, as_json, verify = list(getattr(args, 'inputs', None) or []), bool(getattr(args, 'json', False)), bool(getattr(args, 'verify', False))
+    texts = list(getattr(args, 'text', None) or [])
     if not Path(args.bundle, 'bundle.json').exists(): return _fail(f"{args.bundle} is not a model bundle (no bundle.json)", 2, as_json, inputs)
     missing = [s for s in inputs if not Path(s).exists()]
     if missing: return _fail(f"no such input file(s): {missing}", 2, as_json, inputs)
-    if not inputs and not verify: return _fail("give at least one INPUT (or --verify)", 2, as_json, inputs)
+    if not inputs and not texts and not verify: return _fail("give at least one INPUT or --text (or --verify)", 2, as_json, inputs)
     try: b = load_bundle(args.bundle)
     except BundleError as e: return _fail(str(e), 1, as_json, inputs)
     result = {'bundle': str(args.bundle)}
@@ -388,7 +411,7 @@ def predict_command(args) -> int:
         try: result['verify'] = b.verify()
         except BundleError as e: return _fail(f"VERIFY FAILED: {e}", 1, as_json, inputs, bundle=str(args.bundle), verify={'ok': False, 'error': str(e)})
         if not as_json: print(f"verify: ok (max abs diff {result['verify']['max_abs_diff']:.3g} <= {result['verify']['atol']:g} on {result['verify']['n']} stored samples)")
-    try: preds = _predictions(b, inputs)
+    try: preds = _predictions(b, inputs, texts)
     except ValueError as e: return _fail(f"{e}" if 'expected' in str(e) else f"{e} ({describe_input(b)} expected)", 2, as_json, inputs)
     for r in preds:  # the rows that could not be predicted, and the assumptions made for the others, go to stderr
         if 'error' in r: print(f"mlopsnb predict: {r['input']}: not predicted: {r['error']}", file=sys.stderr)

