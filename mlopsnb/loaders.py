@@ -12,10 +12,37 @@ import torch
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['TensorBatches', 'NormalizeImages', 'tensor_dls']
+__all__ = ['SeededEpochs', 'TensorBatches', 'NormalizeImages', 'tensor_dls']
 
-# %% ../nbs/02_loaders.ipynb #5395adf4
-class TensorBatches:
+# %% ../nbs/02_loaders.ipynb #ed7b47c3
+class SeededEpochs:
+    "The resumable part of a batch loader: a seeded generator, its state at the epoch's start, the position in the epoch"
+    def init_epochs(self, seed:int|None): # seed of the generator (None: from torch's global RNG)
+        "Create the generator (on the CPU: the draws are the same on every device)"
+        self.generator = torch.Generator()
+        self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()) if seed is None else seed)
+        self._epoch_rng, self._pos, self._skip = self.generator.get_state(), 0, 0
+
+    def begin_epoch(self) -> int:
+        "Start an epoch: replay the saved epoch's generator state when resuming; returns the batch to start at"
+        if self._skip: self.generator.set_state(self._epoch_rng)
+        else: self._epoch_rng = self.generator.get_state()
+        start, self._skip = self._skip, 0
+        return start
+
+    def state_dict(self) -> dict:
+        "Where the loader is: the generator state at the start of the current epoch and the batches already yielded"
+        return {'epoch_rng': self._epoch_rng.clone(), 'rng': self.generator.get_state(), 'pos': self._pos}
+
+    def load_state_dict(self, sd:dict):
+        "Continue from `sd`: the next epoch replays the saved epoch's draws and starts at batch `pos`"
+        self._epoch_rng, self._skip = sd['epoch_rng'].clone(), int(sd['pos'])
+        self.generator.set_state(sd['epoch_rng'] if self._skip else sd['rng'])
+
+    def __len__(self) -> int: return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+
+# %% ../nbs/02_loaders.ipynb #a6420712
+class TensorBatches(SeededEpochs):
     "Batches sliced from in-memory tensors, shuffled with a seeded generator and resumable mid-epoch"
     def __init__(self,
                  *tensors:torch.Tensor,        # same first dimension, e.g. `x` (N, ...) and `y` (N,)
@@ -38,27 +65,20 @@ class TensorBatches:
         self.bs, self.shuffle, self.n_inp, self.tfms = bs, shuffle, n_inp, list(tfms or [])
         self.drop_last = shuffle if drop_last is None else drop_last
         self.n = n
-        self.generator = torch.Generator()  # CPU generator: the permutation is the same on every device
-        if seed is None: seed = int(torch.randint(0, 2**62, ()).item())
-        self.generator.manual_seed(seed)
-        self._epoch_rng = self.generator.get_state()  # generator state before this epoch's permutation
-        self._pos, self._skip = 0, 0
+        self.init_epochs(seed)
 
-    def __len__(self) -> int: return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]: return self.iter_batches()
 
-# %% ../nbs/02_loaders.ipynb #a6420712
+# %% ../nbs/02_loaders.ipynb #1353b572
 @patch
 def iter_batches(self:TensorBatches,
                  n_batches:int|None=None,         # batches in this epoch (default: `len(self)`)
                  shard:Callable|None=None,        # `shard(rows) -> rows`: the subset of each batch's row indices to take
                 ) -> Iterator[tuple[torch.Tensor, ...]]:
     "Yield this epoch's batches (from the resume position), recording where the epoch is for `state_dict`"
-    if self._skip: self.generator.set_state(self._epoch_rng)  # resuming: replay this epoch's permutation
-    else: self._epoch_rng = self.generator.get_state()
+    start = self.begin_epoch()
     perm = torch.randperm(self.n, generator=self.generator) if self.shuffle else None   # (n,) on the CPU
     if perm is not None and shard is None: perm = perm.to(self.device)
-    start, self._skip = self._skip, 0
     for i in range(start, len(self) if n_batches is None else n_batches):
         self._pos = i
         sl = slice(i * self.bs, min((i + 1) * self.bs, self.n))
@@ -74,18 +94,7 @@ def iter_batches(self:TensorBatches,
         yield b
     self._pos = 0
 
-# %% ../nbs/02_loaders.ipynb #1353b572
-@patch
-def state_dict(self:TensorBatches) -> dict:
-    "Where the loader is: the generator state at the start of the current epoch and the batches already yielded"
-    return {'epoch_rng': self._epoch_rng.clone(), 'rng': self.generator.get_state(), 'pos': self._pos}
-
-@patch
-def load_state_dict(self:TensorBatches, sd:dict):
-    "Continue from `sd`: the next `iter` replays the saved epoch's permutation and starts at batch `pos`"
-    self._epoch_rng, self._skip = sd['epoch_rng'].clone(), int(sd['pos'])
-    self.generator.set_state(sd['epoch_rng'] if self._skip else sd['rng'])
-
+# %% ../nbs/02_loaders.ipynb #60a7fbd2
 @patch
 def to(self:TensorBatches, device:str|torch.device) -> TensorBatches:
     "Move the data to `device` (in place) and return self"
@@ -114,7 +123,7 @@ def new(self:TensorBatches, shuffle:bool|None=None, drop_last:bool|None=None, bs
 def __repr__(self:TensorBatches) -> str:
     return f"TensorBatches(n={self.n}, bs={self.bs}, shuffle={self.shuffle}, device={self.device.type}, batches={len(self)})"
 
-# %% ../nbs/02_loaders.ipynb #eeceebcb
+# %% ../nbs/02_loaders.ipynb #8c5db720
 class NormalizeImages:
     "Batch transform: uint8 images (N,H,W) or (N,C,H,W) -> float32 (N,C,H,W), scaled to 0..1 and normalized per channel"
     def __init__(self,
@@ -146,7 +155,7 @@ class NormalizeImages:
         return {'type': 'normalize_images', 'mean': self.mean, 'std': self.std, 'scale': self.scale}
     def __repr__(self) -> str: return f"NormalizeImages(mean={self.mean}, std={self.std})"
 
-# %% ../nbs/02_loaders.ipynb #8c5db720
+# %% ../nbs/02_loaders.ipynb #34a67b94
 def tensor_dls(x_train:torch.Tensor, y_train:torch.Tensor,  # training inputs and targets
                x_valid:torch.Tensor, y_valid:torch.Tensor,  # validation inputs and targets
                bs:int=64,                                   # training batch size

@@ -37,6 +37,13 @@ def _remove_symbolic_leftover():
 
 def _pre_process(quant_pre_process, src:Path, pre:Path):
     "onnxruntime's pre-processing (symbolic shapes, then without them), leaving nothing behind; a plain copy if both fail"
+    import logging
+    log = logging.getLogger('onnxruntime.tools.symbolic_shape_infer')  # warns about dynamic dims it cannot merge, which is harmless here
+    level, _ = log.level, log.setLevel(logging.ERROR)
+    try: _pre_process_quietly(quant_pre_process, src, pre)
+    finally: log.setLevel(level)
+
+def _pre_process_quietly(quant_pre_process, src:Path, pre:Path):
     for skip in (False, True):
         had = _SYMBOLIC_LEFTOVER.exists()
         try: quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip); return

