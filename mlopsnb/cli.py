@@ -124,7 +124,7 @@ def _add_model_commands(sub):
     mo.add_argument('model', metavar='BUNDLE_OR_MODEL_URI', help='the model: a bundle folder, models:/name@alias or runs:/id/path')
     src = mo.add_mutually_exclusive_group()
     src.add_argument('--log', metavar='DIR', help='the request-log folder that mlopsnb serve writes (give --log or --data)')
-    src.add_argument('--data', metavar='FILE_OR_FOLDER', help='recent inputs to check instead of a request log: a CSV/Parquet file or an image folder')
+    src.add_argument('--data', metavar='FILE_OR_FOLDER', help='recent inputs to check instead of a request log: a CSV/Parquet file, an image folder, or a .txt file of texts (one per line)')
     mo.add_argument('--window', type=int, metavar='N', help='only the latest N logged requests')
     mo.add_argument('--since', metavar='TIME', help='only the requests logged since TIME: an ISO time (2026-12-07T10:00) or an age (30m, 24h, 7d)')
     mo.add_argument('--html', metavar='FILE', help='also write the report as an HTML page')

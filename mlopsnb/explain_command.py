@@ -17,8 +17,8 @@ from .image_inputs import IMAGE_SUFFIXES
 from .serve_inputs import RequestError
 
 # %% auto #0
-__all__ = ['EXPLAIN_MAX_ITEMS', 'explanation_picture', 'explanation_record', 'explain_records', 'explain_answer',
-           'read_table_file', 'explain_command']
+__all__ = ['EXPLAIN_MAX_ITEMS', 'TEXT_NOT_EXPLAINED', 'explanation_picture', 'explanation_record', 'explain_records',
+           'explain_answer', 'read_table_file', 'explain_command']
 
 # %% ../nbs/39b_explain_command.ipynb #01ab3816
 def _enlarged(a:np.ndarray, min_side:int=224) -> np.ndarray:
@@ -65,6 +65,8 @@ def explain_records(b:Bundle,               # the bundle
 
 # %% ../nbs/39b_explain_command.ipynb #fc1817af
 EXPLAIN_MAX_ITEMS = 16  # inputs per `POST /explain` request
+TEXT_NOT_EXPLAINED = ("explanations are not available for text bundles: mlopsnb explains image bundles (occlusion maps) "
+                      "and table bundles (KernelSHAP); use /predict (or mlopsnb predict) for the class probabilities")
 
 def explain_answer(b:Bundle,                # the served bundle
                    inputs,                  # the parsed request's inputs (`ParsedRequest.inputs`)
@@ -72,6 +74,7 @@ def explain_answer(b:Bundle,                # the served bundle
                    max_items:int=EXPLAIN_MAX_ITEMS, # inputs one request may ask to explain
                   ) -> tuple[int, dict]:
     "(HTTP status, JSON body) of `POST /explain`: `explanations` (one record per input, and its fields at the top for one input); `RequestError` for 4xx"
+    if b.kind == 'text': raise RequestError(422, TEXT_NOT_EXPLAINED)
     if len(names) > max_items:
         raise RequestError(413, f"{len(names)} inputs in one request; /explain takes at most {max_items} (each costs hundreds of model calls)")
     try: recs = explain_records(b, inputs, names)
@@ -172,6 +175,7 @@ def explain_command(args, # parsed `mlopsnb explain` arguments: bundle, inputs, 
     if not inputs: return _fail("give at least one INPUT", 2, as_json, inputs)
     try: b = load_bundle(args.bundle)
     except BundleError as e: return _fail(str(e), 1, as_json, inputs)
+    if b.kind == 'text': return _fail(TEXT_NOT_EXPLAINED, 2, as_json, inputs)
     out = Path(getattr(args, 'out', None) or 'explanations'); out.mkdir(parents=True, exist_ok=True)
     try: recs = _explain_all(b, inputs, out, _settings(args))
     except (ValueError, BundleError) as e: return _fail(str(e), 2, as_json, inputs)

@@ -131,6 +131,15 @@ def references_of(spec:dict, # the bundle's spec
 # %% ../nbs/71_monitor.ipynb #fb9eac1c
 def _metric_name(s:str) -> str: return ''.join(c if c.isalnum() or c in '_-./ ' else '_' for c in s)[:200]
 
+def _finite(o:Any) -> Any:
+    "`o` with every float that is not finite (NaN, infinity) replaced by None: strict JSON"
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
+    return o
+
+def _strict_json(o:Any) -> str: return json.dumps(_finite(o), indent=1, default=str, allow_nan=False)
+
 def log_monitor_run(result:MonitorResult, # the check
                     report:str,           # its HTML page
                     experiment:str='monitor', # MLflow experiment
@@ -149,7 +158,7 @@ def log_monitor_run(result:MonitorResult, # the check
             'mlopsnb.monitor_model': f"{result.model['name']}:{result.model['version']}", 'mlopsnb.monitor_source': result.source[:500]}
     with start_run(experiment=experiment, run_name=f"monitor {result.model['name']}", tags=tags) as run:
         mlflow.log_metrics(metrics)
-        mlflow.log_text(report, 'monitor/report.html'); mlflow.log_text(json.dumps(result.to_dict(), indent=1, default=str), 'monitor/result.json')
+        mlflow.log_text(report, 'monitor/report.html'); mlflow.log_text(_strict_json(result.to_dict()), 'monitor/result.json')
         return run.info.run_id
 
 def start_retraining(notebook:str, params:Sequence[Sequence[str]], # the job notebook and its `-p NAME VALUE` pairs
@@ -187,7 +196,7 @@ def monitor_command(args:Any, # argparse.Namespace of `mlopsnb monitor`
     page = monitor_report(result.to_dict(), references_of(read_spec(src.path)))
     if args.html: atomic_write(Path(args.html), page.encode()); print(f"report written to {args.html}", file=sys.stderr)
     run_id = None if args.no_track else log_monitor_run(result, page, args.experiment or 'monitor')
-    if args.json: print(json.dumps({**result.to_dict(), 'mlflow_run_id': run_id}, indent=1, default=str))
+    if args.json: print(_strict_json({**result.to_dict(), 'mlflow_run_id': run_id}))
     else:
         _print_summary(result)
         if run_id: print(f"MLflow run: {run_id}")

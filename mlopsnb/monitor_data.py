@@ -1,4 +1,4 @@
-"""The current data of a monitoring check, in the terms of the bundle's reference: from the server's request log, a table file or an image folder.
+"""The current data of a monitoring check, in the terms of the bundle's reference: from the server's request log, a table file, an image folder or a text file.
 
 Docs: https://mlopsnb.github.io/mlopsnb/monitor_data.html.md"""
 
@@ -15,7 +15,8 @@ from .bundle import Bundle, monitored_results
 from .image_inputs import IMAGE_SUFFIXES
 from .errors import MlopsnbError
 from .request_log import read_request_log, request_log_files
-from .serve_inputs import RequestError, RequestLimits, decode_image
+from .serve_inputs import RequestError, RequestLimits, decode_image, text_summaries
+from .text_inputs import read_tokenizer
 
 # %% auto #0
 __all__ = ['MonitorInputError', 'CurrentData', 'records_to_current', 'parse_since', 'current_from_log', 'predict_records',
@@ -229,7 +230,15 @@ def _image_records(b:Bundle, folder:Path) -> tuple[list[dict], int]:
             r, f = predict_records(b, np.stack(arrays), summaries, labels); recs += r; failed += f
     return recs, failed
 
-def current_from_data(path:str|Path, # a table file (table bundles) or an image folder (image bundles)
+# %% ../nbs/68_monitor_data.ipynb #7a56e280
+def _text_records(b:Bundle, path:Path) -> tuple[list[dict], int]:
+    try: texts = [l for l in path.read_text(encoding='utf-8-sig').splitlines() if l.strip()]
+    except (OSError, UnicodeDecodeError) as e: raise MonitorInputError(f"cannot read {path} as UTF-8 text: {e}") from None
+    if not texts: raise MonitorInputError(f"{path} holds no text (one text per non-empty line)")
+    i = b.spec['input']
+    return predict_records(b, texts, text_summaries(texts, read_tokenizer(b.path / i['tokenizer'], i['max_length']), i.get('unk_id')))
+
+def current_from_data(path:str|Path, # a table file (table bundles), an image folder (image bundles) or a .txt file (text bundles)
                       b:Bundle,      # the bundle, which predicts it
                      ) -> CurrentData:
     "A file or folder of new data, predicted by the bundle and summarized as the server would log it"
@@ -238,6 +247,9 @@ def current_from_data(path:str|Path, # a table file (table bundles) or an image 
     if b.kind == 'tabular':
         if path.is_dir(): raise MonitorInputError(f"{path} is a folder; a table bundle monitors a table file (CSV, Parquet)")
         recs, failed = _table_records(b, path)
+    elif b.kind == 'text':
+        if path.is_dir() or path.suffix.lower() != '.txt': raise MonitorInputError(f"{path}: a text bundle monitors a .txt file, one text per line")
+        recs, failed = _text_records(b, path)
     elif path.is_dir(): recs, failed = _image_records(b, path)
     else: raise MonitorInputError(f"{path} is a file; an image bundle monitors a folder of images")
     if not recs: raise MonitorInputError(f"the model could not predict any row of {path} ({failed} failed)")

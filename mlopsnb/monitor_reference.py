@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 from .bundle import Bundle, embedding_coordinates
 from .errors import require_extra
-from .serve_inputs import RequestError, RequestLimits, decode_image, image_summary
+from .serve_inputs import RequestError, RequestLimits, decode_image, image_summary, text_summaries
 
 # %% auto #0
 __all__ = ['QUANTILE_LEVELS', 'MONITORING_VERSION', 'add_embedding_output', 'numeric_column_reference',
@@ -21,12 +21,25 @@ __all__ = ['QUANTILE_LEVELS', 'MONITORING_VERSION', 'add_embedding_output', 'num
 # %% ../nbs/37_monitor_reference.ipynb #e92aa598
 _AFTER_LAST_LINEAR = {'Add', 'Sub', 'Mul', 'Div', 'Sigmoid', 'Identity', 'Cast', 'Reshape', 'Squeeze', 'Flatten'}
 
+def _rename_tensor(g, old:str) -> None:
+    "Give the graph's internal tensor `old` a name no other tensor has, in every node and value_info that mentions it"
+    taken = {t for n in g.node for t in (*n.input, *n.output)} | {i.name for i in g.initializer}
+    new = next(f"{old}_{k}" for k in range(1, len(taken) + 2) if f"{old}_{k}" not in taken)
+    for n in g.node:
+        for ts in (n.input, n.output):
+            for j, t in enumerate(ts):
+                if t == old: ts[j] = new
+    for v in g.value_info:
+        if v.name == old: v.name = new
+
 def add_embedding_output(path:str|Path,          # an ONNX model file, rewritten in place
                          name:str='embedding',   # the new output's name
                         ) -> bool:
     "Make the input of the model's last linear layer a second graph output `name`; False (file untouched) when there is none"
     import onnx
     m = onnx.load(str(path)); g = m.graph
+    if name in {o.name for o in g.output} or name in {i.name for i in g.input}: return False
+    if any(name in n.output for n in g.node): _rename_tensor(g, name)  # e.g. a transformer's token `embedding`
     producer = {o: n for n in g.node for o in n.output}
     consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == 'Constant' for o in n.output}
     t, emb = g.output[0].name, None
@@ -37,7 +50,7 @@ def add_embedding_output(path:str|Path,          # an ONNX model file, rewritten
         ins = [i for i in node.input if i and i not in consts]
         if node.op_type not in _AFTER_LAST_LINEAR or len(ins) != 1: return False
         t = ins[0]
-    if emb is None or emb not in producer or name in producer: return False
+    if emb is None or emb not in producer: return False
     g.node.append(onnx.helper.make_node('Identity', [emb], [name], name=f'{name}_output'))
     g.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     onnx.save(m, str(path))
@@ -106,8 +119,11 @@ def input_summaries(learn,                # the trained `Learner`
                     n:int=2000,           # training items, picked at random
                     seed:int=0,           # seed of that pick
                    ) -> list[dict]:
-    "The request-log input summaries of up to `n` random training items: raw rows for a table, `image_summary` for images"
+    "The request-log input summaries of up to `n` random training items: raw rows for a table, `image_summary` for images, `text_summaries` for texts"
     dls, rng = learn.dls, np.random.default_rng(seed)
+    if ispec['kind'] == 'text':
+        texts = list(dls.train.texts)
+        return text_summaries([texts[i] for i in np.sort(rng.permutation(len(texts))[:n])], dls.tokenizer, ispec.get('unk_id'))
     if ispec['kind'] == 'tabular':
         to = dls.train.dataset
         return table_rows(to, ispec, steps, np.sort(rng.permutation(len(to.items))[:n]))

@@ -20,7 +20,8 @@ from .cli import command_argv
 from .bundle import Bundle
 from .errors import BundleError
 from .request_log import RequestLog
-from .serve_inputs import RequestError, RequestLimits, ParsedRequest, parse_csv, parse_image_files, parse_json_body, request_schema
+from .serve_inputs import (RequestError, RequestLimits, ParsedRequest, parse_csv, parse_image_files, parse_json_body, parse_plain_text,
+                                  parse_text_files, request_schema)
 from .serve_metrics import ServeMetrics
 from .served_model import ModelRouter, ServedModel, resolve_model
 
@@ -92,11 +93,12 @@ class ServerState:
 # %% ../nbs/66_serve.ipynb #9fb6e725
 def _log_records(state:ServerState, rid:str, model:ServedModel, parsed:ParsedRequest, results:list[dict]) -> None:
     t = time.time()
-    for i, (s, r) in enumerate(zip(parsed.summaries, results)):
+    for i, (s, r) in enumerate(zip(model.input_summaries(parsed), results)):
         emb = r.pop('embedding', None)  # for the log, not the response: the embedding's coordinates (drift monitoring)
         rec = {'time': t, 'request_id': rid, 'index': i, 'model': model.name, 'version': model.version, 'role': model.role, 'input': {**s, **emb} if emb else s,
                **{k: r[k] for k in ('prediction', 'probability', 'warnings', 'error') if k in r}}
         if state.config.log_raw and not isinstance(parsed.inputs, list): rec['raw'] = _png_b64(parsed.inputs[i])
+        elif state.config.log_raw and isinstance(parsed.inputs[i], str): rec['raw'] = parsed.inputs[i]
         state.log.write(rec)
     state.metrics.predictions.labels(model.version, model.role).inc(sum('error' not in r for r in results))
 
@@ -145,14 +147,16 @@ async def read_request(request,              # a Starlette `Request` to /predict
             files = [(f"file {v.filename or i}", await v.read()) for i, (k, v) in enumerate(form.multi_items()) if hasattr(v, 'read')]
         except RequestError: raise
         except Exception as e: raise RequestError(400, f"cannot read the multipart body ({type(e).__name__}: {e})") from None
-        if not files: raise RequestError(422, "no file in the upload: send the image (or CSV) as the form field 'file'", 'file')
+        if not files: raise RequestError(422, "no file in the upload: send the image (or CSV, or text file) as the form field 'file'", 'file')
+        if kind == 'text': return parse_text_files(files, limits)
         return parse_csv(files[0][1], spec, limits) if kind == 'tabular' else parse_image_files(files, spec, limits)
     body = await _body(request, limits.max_body_bytes)
     if ctype in ('application/json', 'text/json') or ctype.endswith('+json'): return parse_json_body(body, spec, limits)
     if ctype == 'text/csv': return parse_csv(body, spec, limits)
+    if kind == 'text' and ctype == 'text/plain': return parse_plain_text(body, limits)
     if kind == 'image' and (ctype.startswith('image/') or ctype == 'application/octet-stream'): return parse_image_files([('body', body)], spec, limits)
     raise RequestError(415, f"content type {ctype!r} is not taken here: send JSON, a multipart upload (field 'file')"
-                            f"{', or a raw image body' if kind == 'image' else ', or a CSV body'}")
+                            f"{', or a raw image body' if kind == 'image' else ', or a text/plain body' if kind == 'text' else ', or a CSV body'}")
 
 # %% ../nbs/66_serve.ipynb #278e3e4b
 def check_admin(headers:dict,         # the request's headers (case-insensitive mapping)
@@ -195,9 +199,10 @@ def _predict_route(app, state:ServerState) -> None:
     kind = spec['input']['kind']
     content = {'application/json': {'schema': request_schema(spec, lim)},
                'multipart/form-data': {'schema': {'type': 'object', 'required': ['file'], 'properties': {'file': {
-                   'type': 'array', 'items': {'type': 'string', 'format': 'binary'}, 'description': 'image files' if kind == 'image' else 'a CSV file'}}}}}
+                   'type': 'array', 'items': {'type': 'string', 'format': 'binary'}, 'description': {'image': 'image files', 'text': 'UTF-8 text files: one text per non-empty line'}.get(kind, 'a CSV file')}}}}}
     if kind == 'image': content['image/png'] = {'schema': {'type': 'string', 'format': 'binary'}}
     if kind == 'tabular': content['text/csv'] = {'schema': {'type': 'string'}}
+    if kind == 'text': content['text/plain'] = {'schema': {'type': 'string', 'minLength': 1, 'maxLength': lim.max_text_chars, 'description': 'one text, UTF-8'}}
     errs = {str(c): {'description': d} for c, d in [(400, 'malformed body'), (413, 'body, image or batch too large'), (415, 'unsupported content type'),
                                                     (422, 'an input that cannot be predicted, named'), (503, 'overloaded: retry after Retry-After seconds')]}
     from fastapi import Request

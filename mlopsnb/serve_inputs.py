@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 import numpy as np, orjson
 from .image_inputs import pil_to_array, sample_shape
+from .text_inputs import TEXT_FEATURES, text_features, token_ids
 
 # %% auto #0
 __all__ = ['RequestError', 'RequestLimits', 'request_schema', 'ParsedRequest', 'image_summary', 'decode_image',
-           'parse_image_files', 'parse_json_body', 'parse_csv']
+           'parse_image_files', 'parse_texts', 'text_summaries', 'parse_text_files', 'parse_plain_text',
+           'parse_json_body', 'parse_csv']
 
 # %% ../nbs/60_serve_inputs.ipynb #98e8f8f6
 class RequestError(ValueError):
@@ -29,6 +31,7 @@ class RequestLimits:
     max_body_bytes: int = 20 * 2**20   # larger bodies are refused (413) before they are read
     max_items: int = 1024              # rows or images in one request
     max_pixels: int = 4096 * 4096      # an image header claiming more is refused (413) before decoding
+    max_text_chars: int = 20_000       # characters per text (a text model reads only its first `max_length` tokens)
 
 # %% ../nbs/60_serve_inputs.ipynb #d445faa5
 def _column_schemas(spec:dict) -> dict[str, dict]:
@@ -49,6 +52,14 @@ def _column_schemas(spec:dict) -> dict[str, dict]:
     return out
 
 # %% ../nbs/60_serve_inputs.ipynb #ac9c1623
+def _text_schema(ispec:dict, limits:RequestLimits) -> dict:
+    "A text bundle's body: one text or a list of texts, each a non-empty string of at most `max_text_chars` characters"
+    one = {'type': 'string', 'minLength': 1, 'maxLength': limits.max_text_chars,
+           'description': f"the raw text; the model reads its first {ispec['max_length']} tokens", 'examples': ['a gorgeous, moving film']}
+    return {'oneOf': [{'type': 'object', 'title': 'Text', 'properties': {'text': one}, 'required': ['text']},
+                      {'type': 'object', 'title': 'Texts', 'properties': {'texts': {'type': 'array', 'items': one, 'minItems': 1,
+                                                                                     'maxItems': limits.max_items}}, 'required': ['texts']}]}
+
 def request_schema(spec:dict,                 # the bundle's spec
                    limits:RequestLimits|None=None, # the server's limits (for maxItems)
                   ) -> dict:
@@ -60,6 +71,7 @@ def request_schema(spec:dict,                 # the bundle's spec
         rows = {'type': 'object', 'title': 'Rows', 'properties': {'rows': {'type': 'array', 'items': row, 'minItems': 1, 'maxItems': limits.max_items}},
                 'required': ['rows']}
         return {'anyOf': [row, rows]}
+    if kind == 'text': return _text_schema(spec['input'], limits)
     shape = list(sample_shape(spec['input'])) if kind == 'image' else list(spec['input']['shape'])
     arr = {'type': 'array', 'description': f"{spec['input']['dtype']} values of shape {shape} (one) or [N, *{shape}] (a batch)"}
     if kind != 'image': return {'type': 'object', 'properties': {'array': arr}, 'required': ['array']}
@@ -124,6 +136,55 @@ def parse_image_files(files:list[tuple[str, bytes]], # (name, bytes) of each upl
     decoded = [decode_image(b, n, spec['input'], limits) for n, b in files]
     return ParsedRequest(np.stack([a for a, _ in decoded]), [n for n, _ in files], [s for _, s in decoded])
 
+# %% ../nbs/60_serve_inputs.ipynb #8b859038
+def _json_type(v:Any) -> str:
+    "How JSON names the type of a parsed value, for messages"
+    if v is None: return 'null'
+    if isinstance(v, bool): return f"a boolean ({str(v).lower()})"
+    if isinstance(v, (int, float)): return f"a number ({v!r})"
+    return {'list': 'a list', 'dict': 'an object', 'str': 'a string'}.get(type(v).__name__, type(v).__name__)
+
+def _one_text(t:Any, what:str, field:str, limits:RequestLimits) -> str:
+    if not isinstance(t, str): raise RequestError(422, f"{what}: expected a string, got {_json_type(t)}", field)
+    if not t.strip(): raise RequestError(422, f"{what}: empty text", field)
+    if len(t) > limits.max_text_chars:
+        raise RequestError(413, f"{what}: {len(t):,} characters; this server takes at most {limits.max_text_chars:,} per text", field)
+    try: t.encode('utf-8')
+    except UnicodeEncodeError: raise RequestError(422, f"{what}: not valid Unicode (a lone surrogate such as \\ud800)", field) from None
+    return t
+
+def parse_texts(texts:list,            # the raw texts, as sent
+                names:list[str],       # per text, how messages name it ('text', 'texts[2]')
+                field:str,             # the request field they came in ('text', 'texts', 'file')
+                limits:RequestLimits,  # `max_items`, `max_text_chars`
+               ) -> ParsedRequest:
+    "Texts checked one by one -> a `ParsedRequest` of strings (summaries: their `characters`); `RequestError` naming the first bad one"
+    if not texts: raise RequestError(422, "no text given", field)
+    if len(texts) > limits.max_items: raise RequestError(413, f"{len(texts)} texts in one request; this server takes at most {limits.max_items}", field)
+    ok = [_one_text(t, n, field, limits) for t, n in zip(texts, names)]
+    return ParsedRequest(ok, list(names), [{'characters': len(t)} for t in ok])
+
+def text_summaries(texts:list[str],  # the texts
+                   tok,              # the bundle's tokenizer (`mlopsnb.text_inputs.read_tokenizer`)
+                   unk_id:int|None,  # its unknown-token id (the spec's `input.unk_id`)
+                  ) -> list[dict]:
+    "The request-log summary of each text: `characters`, `tokens` and `unknown_rate` (`text_features`)"
+    f = text_features(texts, token_ids(tok, texts), unk_id)
+    return [{'characters': int(c), 'tokens': int(n), 'unknown_rate': round(float(u), 5)} for c, n, u in zip(*(f[k] for k in TEXT_FEATURES))]
+
+def parse_text_files(files:list[tuple[str, bytes]], # (name, bytes) of each uploaded text file
+                     limits:RequestLimits,
+                    ) -> ParsedRequest:
+    "Uploaded UTF-8 text files -> their non-empty lines, one text each (as `mlopsnb predict` reads a .txt file)"
+    texts, names = [], []
+    for name, data in files:
+        try: lines = data.decode('utf-8-sig').splitlines()
+        except UnicodeDecodeError as e: raise RequestError(422, f"{name}: not UTF-8 text ({e.reason} at byte {e.start})", 'file') from None
+        for k, l in enumerate(lines):
+            if l.strip(): texts.append(l); names.append(f"{name} line {k + 1}")
+    if not texts: raise RequestError(422, f"no text in {', '.join(n for n, _ in files)}: empty files", 'file')
+    return parse_texts(texts, names, 'file', limits)
+
 # %% ../nbs/60_serve_inputs.ipynb #5680ee10
 def _loads(body:bytes) -> Any:
     "orjson parses (3-5x faster); the standard library only when orjson refuses: NaN/Infinity tokens, or to say why it failed"
@@ -175,6 +236,20 @@ def _array_request(a:Any, spec:dict, limits:RequestLimits) -> ParsedRequest:
     return ParsedRequest(x.astype(ispec['dtype']), [f"array[{i}]" for i in range(len(x))], [{} for _ in x])
 
 # %% ../nbs/60_serve_inputs.ipynb #ee094de8
+def _text_request(o:Any, limits:RequestLimits) -> ParsedRequest:
+    if not isinstance(o, dict): raise RequestError(422, f"expected a JSON object with the field text or texts, got {_json_type(o)}")
+    if 'text' in o: return parse_texts([o['text']], ['text'], 'text', limits)
+    if 'texts' not in o: raise RequestError(422, f"expected one of the fields ['text', 'texts'], got {sorted(o)[:10]}")
+    ts = o['texts']
+    if not isinstance(ts, list): raise RequestError(422, f"texts: expected a list of strings, got {_json_type(ts)}", 'texts')
+    return parse_texts(ts, [f"texts[{i}]" for i in range(min(len(ts), limits.max_items + 1))], 'texts', limits)
+
+def parse_plain_text(body:bytes, limits:RequestLimits) -> ParsedRequest:
+    "A `text/plain` body -> one text (UTF-8), named 'body'"
+    try: t = body.decode('utf-8-sig')
+    except UnicodeDecodeError as e: raise RequestError(422, f"body: not UTF-8 text ({e.reason} at byte {e.start})", 'text') from None
+    return parse_texts([t], ['body'], 'text', limits)
+
 def _b64(s:Any, what:str) -> bytes:
     if not isinstance(s, str): raise RequestError(422, f"{what}: expected a base64 string, got {type(s).__name__}", what)
     try: return base64.b64decode(s.split(',', 1)[1] if s.startswith('data:') else s, validate=True)  # a data: URL from a browser too
@@ -187,6 +262,7 @@ def parse_json_body(body:bytes,           # the request body
     "A JSON `/predict` body -> bundle inputs, by the bundle's input kind"
     o, kind = _loads(body), spec['input']['kind']
     if kind == 'tabular': return _table_request(o, spec, limits)
+    if kind == 'text': return _text_request(o, limits)
     if not isinstance(o, dict): raise RequestError(422, f"expected a JSON object with {'image, images or array' if kind == 'image' else 'array'}, got {type(o).__name__}")
     if 'array' in o: return _array_request(o['array'], spec, limits)
     if kind == 'image' and 'image' in o: return parse_image_files([('image', _b64(o['image'], 'image'))], spec, limits)
@@ -199,7 +275,8 @@ def parse_json_body(body:bytes,           # the request body
 
 def parse_csv(data:bytes, spec:dict, limits:RequestLimits) -> ParsedRequest:
     "A CSV file (header row first) -> table rows"
-    if spec['input']['kind'] != 'tabular': raise RequestError(415, "a CSV body is for table bundles; this bundle takes images or arrays")
+    kind = spec['input']['kind']
+    if kind != 'tabular': raise RequestError(415, f"a CSV body is for table bundles; this bundle takes {'texts' if kind == 'text' else 'images or arrays'}")
     try: rows = list(csv.DictReader(io.StringIO(data.decode('utf-8-sig'))))
     except (UnicodeDecodeError, csv.Error) as e: raise RequestError(422, f"not a readable UTF-8 CSV file ({e})") from None
     return _table_request(rows, spec, limits)

@@ -105,7 +105,7 @@ _JS_MODEL = r"""
 function describeInput(i) {
   if (i.kind === 'image') return `${i.width}×${i.height} ${i.pil_mode || ''} image`;
   if (i.kind === 'tabular') return `a table row of ${i.columns.length} columns`;
-  return i.kind === 'text' ? 'text' : `array ${JSON.stringify(i.shape || [])}`;
+  return i.kind === 'text' ? `text (up to ${i.max_length} tokens)` : `array ${JSON.stringify(i.shape || [])}`;
 }
 function showModel(m) {
   const dl = $('model'); dl.textContent = '';
@@ -242,8 +242,19 @@ function buildTable(m, box) {
   }));
 }
 function buildText(m, box) {
-  box.append(el('textarea', {id: 'text', 'aria-label': 'text', placeholder: 'Type or paste the text to classify'}));
-  payload = async () => ({text: $('text').value});
+  const branch = ((m.request_schema && m.request_schema.oneOf) || []).find(s => s.properties && s.properties.text);
+  const max = branch ? branch.properties.text.maxLength : undefined;
+  const ta = el('textarea', {id: 'text', rows: 7, maxlength: max, spellcheck: 'true', placeholder: 'Type a review… e.g. “a gorgeous, moving film”'});
+  ta.dataset.col = 'text';
+  const hint = el('small', {id: 'text-hint'});
+  const count = () => { hint.textContent = `${ta.value.length.toLocaleString('en')} characters · the model reads the first ${m.input.max_length} tokens · Ctrl+Enter predicts`; };
+  ta.addEventListener('input', count); count();
+  ta.addEventListener('keydown', e => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $('form').requestSubmit(); } });
+  box.append(el('label', {for: 'text'}, el('span', {text: 'Text'}), ta, hint));
+  payload = async () => {
+    if (!ta.value.trim()) throw Object.assign(new Error('Type a text first: the model needs something to read'), {field: 'text'});
+    return {text: ta.value};
+  };
 }
 function buildArray(m, box) {
   box.append(el('textarea', {id: 'array', 'aria-label': 'array', placeholder: `A JSON array of shape ${JSON.stringify(m.input.shape || [])}`}));
@@ -258,7 +269,7 @@ async function predict(ev) {
   const btn = $('predict');
   $('result').dataset.state = 'busy'; whySeq++; $('why').hidden = true;
   let body;
-  try { body = await payload(); } catch (e) { return showError(e.message); }
+  try { body = await payload(); } catch (e) { return showError(e.message, e.field); }
   btn.disabled = true; btn.textContent = 'Predicting…';
   try {
     const r = await fetch('predict', {method: 'POST', body: JSON.stringify(body),
@@ -266,7 +277,7 @@ async function predict(ev) {
     const j = await r.json().catch(() => ({}));
     if (r.status === 503) showError(`The server is busy: try again in ${r.headers.get('Retry-After') || 'a few'} s`);
     else if (!r.ok) showError(typeof j.detail === 'string' ? j.detail : `HTTP ${r.status}: ${JSON.stringify(j.detail ?? j)}`, j.field);
-    else { showResult(j); if (!(j.predictions || [j]).every(p => p.error)) explain(body); }
+    else { showResult(j); if (info.input.kind !== 'text' && !(j.predictions || [j]).every(p => p.error)) explain(body); }
   } catch (e) { showError(`The request failed: ${e.message}`); }
   finally { btn.disabled = false; btn.textContent = 'Predict'; }
 }

@@ -14,6 +14,8 @@ import numpy as np
 from .batching import MicroBatcher
 from .bundle import Bundle, file_sha256, monitored_results, read_spec
 from .errors import BundleError
+from .serve_inputs import ParsedRequest, text_summaries
+from .text_inputs import read_tokenizer
 
 # %% auto #0
 __all__ = ['ModelSource', 'bundle_version', 'resolve_model', 'ServedModel', 'ModelRouter']
@@ -84,8 +86,28 @@ class ServedModel:
                 ):
         self.source, self.role = source, role
         self.bundle = Bundle(source.path, threads=threads)
-        self.batcher = MicroBatcher(self.bundle.run_monitored, max_batch, max_latency_ms, on_batch)  # + embedding coordinates for the log
+        text = self.bundle.kind == 'text'
+        self.tokenizer = read_tokenizer(source.path / self.bundle.spec['input']['tokenizer'], self.bundle.spec['input']['max_length']) if text else None
+        run = self._run_trimmed if text else self.bundle.run_monitored  # + embedding coordinates for the log
+        self.batcher = MicroBatcher(run, max_batch, max_latency_ms, on_batch)
         self.name, self.version, self.run_id = source.name, source.version, source.run_id
+
+    def _widened(self, feeds:dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        "Token ids padded to `max_length` columns, so that requests of any length concatenate"
+        i = self.bundle.spec['input']
+        return {k: np.pad(v, ((0, 0), (0, max(0, i['max_length'] - v.shape[1]))), constant_values=i['pad_id']) for k, v in feeds.items()}
+
+    def _run_trimmed(self, feeds:dict[str, np.ndarray]) -> np.ndarray:
+        "`run_monitored` on a batch of widened token ids cut back to its longest text"
+        k, pad = self.bundle.input_names[0], self.bundle.spec['input']['pad_id']
+        used = np.flatnonzero((feeds[k] != pad).any(0))
+        return self.bundle.run_monitored({k: feeds[k][:, :int(used[-1]) + 1 if len(used) else 1]})
+
+    def input_summaries(self, parsed:ParsedRequest, # the parsed request this model predicted
+                       ) -> list[dict]:
+        "The request-log summary of each input: the parser's, or for a text bundle `text_summaries` by this model's tokenizer"
+        if self.tokenizer is None: return parsed.summaries
+        return text_summaries(parsed.inputs, self.tokenizer, self.bundle.spec['input'].get('unk_id'))
 
     def describe(self) -> dict:
         "Name, version, run id and role, as responses and the request log carry them"
@@ -100,7 +122,8 @@ class ServedModel:
     async def predict(self, inputs) -> list[dict]:
         "One result per input: checked row by row, the good rows batched with other requests' rows"
         checked = self.bundle.prepare(inputs)  # ValueError: the whole request is unusable (the server answers 422)
-        out = await self.batcher.submit(checked.feeds) if len(checked.rows) else None
+        feeds = self._widened(checked.feeds) if self.tokenizer is not None and len(checked.rows) else checked.feeds
+        out = await self.batcher.submit(feeds) if len(checked.rows) else None
         return monitored_results(self.bundle, checked, out)  # a row whose output is not finite comes back as an `error`
 
     def close(self) -> None: self.batcher.close()
