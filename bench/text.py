@@ -60,6 +60,7 @@ p.add_argument('--parity-valid', type=int, default=512, help='validation texts p
 p.add_argument('--parity-repeats', type=int, default=2)
 p.add_argument('--rounds', type=int, default=10, help='inference rounds (each: 40 calls at batch 1, 10 at batch 32, per contender)')
 p.add_argument('--skip-parity', action='store_true')
+p.add_argument('--parity-only', action='store_true', help='only the loop-parity part: print its rows (every repeat) and stop')
 p.add_argument('--quick', action='store_true', help='small subsets, 1 epoch, few repeats: a smoke check')
 args = p.parse_args()
 if args.quick:
@@ -364,6 +365,12 @@ def main():
     if not args.skip_parity:
         print("\n[1] loop parity", flush=True)
         res['parity'] = parity(enc, d)
+        if args.parity_only:
+            for r in res['parity']['rows']:
+                print(f"{r['variant']:18s} epoch s median {r['epoch_s']:.2f} (runs {', '.join(f'{t:.2f}' for t in r['runs_epoch_s'])}), "
+                      f"{r['real_tok_per_s_epoch']:.0f} real tok/s, vs (a) {r['ratio_epoch_vs_a']:.3f}")
+            print('bitwise equal to (a):', {k: c['bitwise_equal_to_a'] for k, c in res['parity']['check'].items()}, f"load {os.getloadavg()}")
+            return
 
     print("\n[2] frozen baseline and fine-tuning", flush=True)
     fb = frozen_baseline(d['train'][0], d['train'][1], d['test'][0], d['test'][1], max_length=args.max_length)
