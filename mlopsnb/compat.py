@@ -38,13 +38,16 @@ def mlflow_tracking_uri_is_set() -> bool:
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
     return is_tracking_uri_set()
 
-def detach_mlflow_run(run_id:str, # the run to take off the active-run stack
+def detach_mlflow_run(run_id:str,        # the run to take off the active-run stack
+                      ending:bool=False, # its end is written later: make it `mlflow.last_active_run()`, as `mlflow.end_run` does
                      ) -> bool:
     "Pop `run_id` from MLflow's active-run stack without ending it; True if it was on top"
-    from mlflow.tracking.fluent import _active_run_stack
+    from mlflow.tracking.fluent import _active_run_stack, _last_active_run_id
     stack = _active_run_stack.get()
-    if stack and stack[-1].info.run_id == run_id: stack.pop(); return True
-    return False
+    if not stack or stack[-1].info.run_id != run_id: return False
+    stack.pop()
+    if ending: _last_active_run_id.set(run_id)
+    return True
 
 @contextlib.contextmanager
 def reopen_mlflow_run(run_id:str, # an existing run, of any experiment

@@ -101,9 +101,11 @@ def inputs_expr() -> str:
 def detach_code(run_id:str, # the job's run
                 status:str, # the job's status: the job's fluent run ends with it
                ) -> str:
-    "Code run silently in the kernel after the last cell: end the notebook's active MLflow runs (flushing async logging)"
+    "Code run silently in the kernel after the last cell: finish mlopsnb's background writes, end the notebook's active MLflow runs (flushing async logging)"
     return (f"def __mlopsnb_detach(run_id, status):\n"
             f"    import sys\n"
+            f"    store = sys.modules.get('mlopsnb.store')\n"
+            f"    if store is not None: store.wait_for_writes(timeout=300)  # a fit's figures are in the run before the job ends it\n"
             f"    mlflow = sys.modules.get('mlflow')\n"
             f"    while mlflow is not None and (r := mlflow.active_run()) is not None:\n"
             f"        mlflow.end_run(status=status if r.info.run_id == run_id else 'FINISHED')\n"

@@ -1,4 +1,4 @@
-"""Where runs are stored: the tracking URI rule, sqlite paths, artifact locations, one cached MLflow client per store, and the tags every run carries.
+"""Where runs are stored: the tracking URI rule, sqlite paths, artifact locations, one cached MLflow client per store, writes off the training loop, and the tags every run carries.
 
 Docs: https://mlopsnb.github.io/mlopsnb/store.html.md"""
 
@@ -6,7 +6,8 @@ Docs: https://mlopsnb.github.io/mlopsnb/store.html.md"""
 
 # %% ../nbs/07_store.ipynb #f347b76f
 from __future__ import annotations
-import os, threading, time
+import os, threading, time, warnings
+from concurrent.futures import Future, ThreadPoolExecutor, wait as futures_wait
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ from .formats import to_json
 
 # %% auto #0
 __all__ = ['tracking_uri', 'sqlite_path', 'absolute_tracking_uri', 'artifact_location', 'mlflow_client', 'retry_locked',
-           'experiment_id', 'run_tags', 'log_environment']
+           'write_later', 'wait_for_writes', 'experiment_id', 'run_tags', 'log_environment']
 
 # %% ../nbs/07_store.ipynb #6771a3d5
 def tracking_uri(env:dict|None=None,     # environment to read `MLFLOW_TRACKING_URI` from (default: `os.environ`)
@@ -92,6 +93,35 @@ def retry_locked(fn:Callable, *args, tries:int=8, **kwargs) -> Any:
             time.sleep(0.05 * 2 ** i)
 
 # %% ../nbs/07_store.ipynb #93eaf85c
+_WRITES:dict = {'pool': None, 'pid': None, 'pending': []}
+_WRITES_LOCK = threading.Lock()
+
+def _warn_failed(what:str, fn:Callable, *args, **kwargs):
+    try: return fn(*args, **kwargs)
+    except Exception as e: warnings.warn(f"mlopsnb: {what} could not be written to the store: {type(e).__name__}: {e}", stacklevel=2)
+
+def write_later(fn:Callable, *args,  # the write and its arguments
+                what:str|None=None,  # what it writes, for the warning when it fails (None: the Future holds the error)
+                **kwargs) -> Future:
+    "Queue `fn(*args, **kwargs)` on mlopsnb's background writer thread (one thread: writes happen in queue order)"
+    with _WRITES_LOCK:
+        if _WRITES['pool'] is None or _WRITES['pid'] != os.getpid():  # none yet, or a forked child's copy of the parent's
+            _WRITES.update(pool=ThreadPoolExecutor(1, thread_name_prefix='mlopsnb-writes'), pid=os.getpid(), pending=[])
+        f = _WRITES['pool'].submit(_warn_failed, what, fn, *args, **kwargs) if what else _WRITES['pool'].submit(fn, *args, **kwargs)
+        _WRITES['pending'] = [p for p in _WRITES['pending'] if not p.done()] + [f]
+        return f
+
+def wait_for_writes(timeout:float|None=None, # seconds to wait at most (None: until done)
+                   ) -> bool:
+    "Block until every write queued with `write_later` so far has finished; False if `timeout` passed first"
+    if threading.current_thread().name.startswith('mlopsnb-writes'): return True  # a queued write waiting would wait for itself
+    with _WRITES_LOCK:
+        pending = list(_WRITES['pending']) if _WRITES['pid'] == os.getpid() else []
+    if not pending: return True
+    _, not_done = futures_wait(pending, timeout=timeout)
+    return not not_done
+
+# %% ../nbs/07_store.ipynb #e4344914
 def experiment_id(name:str,       # experiment name; created beside the store when missing
                   client:Any=None, # an `MlflowClient` (default: `mlflow_client()`)
                  ) -> str:

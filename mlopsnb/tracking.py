@@ -13,7 +13,7 @@ from .compat import detach_mlflow_run, mlflow_tracking_uri_is_set
 from .context import current_run_id, is_main_process, job_context
 from .core import cached_environment
 from .formats import param_str
-from .store import artifact_location, experiment_id, log_environment, mlflow_client, run_tags, tracking_uri
+from .store import artifact_location, experiment_id, log_environment, mlflow_client, retry_locked, run_tags, tracking_uri, wait_for_writes, write_later
 
 _all_ = ['tracking_uri', 'artifact_location', 'experiment_id']  # `from mlopsnb.tracking import tracking_uri` keeps working
 
@@ -44,6 +44,7 @@ def log_params(params:dict,            # name -> value (stored with `mlopsnb.for
     run_id = run_id or current_run_id()
     if not params or run_id is None or not is_main_process(): return
     from mlflow.entities import Param
+    wait_for_writes()  # params queued on the background writer (a fit's) are in first: a changed value is then seen
     client = _client()
     old, new = client.get_run(run_id).data.params, {}
     for k, v in params.items():
@@ -77,14 +78,21 @@ def _run_experiment(experiment:str|None, # the experiment asked for
     return eid
 
 # %% ../nbs/24_tracking.ipynb #6cb683a8
-def _tag_run(run_id:str, data_fingerprint:str|None, tags:dict|None):
-    "Set the mlopsnb tags on `run_id` and log `environment.json`"
+def _log_environment_tags(client:Any, run_id:str):
+    "The git and environment tags and `environment.json` (the environment's first capture costs ~0.3 s)"
     from mlflow.entities import RunTag
     info, env_hash = cached_environment()
-    t = {**run_tags(info, env_hash, data_fingerprint), **{k: str(v) for k, v in (tags or {}).items()}}
-    client = _client()
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in t.items()])
+    t = {k: v for k, v in run_tags(info, env_hash).items() if k != 'mlopsnb.data_fingerprint'}
+    retry_locked(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in t.items()])
     log_environment(client, run_id, info)
+
+def _tag_run(run_id:str, data_fingerprint:str|None, tags:dict|None):
+    "Set the caller's tags on `run_id` now; the git and environment tags and `environment.json` on the background writer"
+    from mlflow.entities import RunTag
+    client = _client()
+    t = {**({'mlopsnb.data_fingerprint': str(data_fingerprint)} if data_fingerprint else {}), **{k: str(v) for k, v in (tags or {}).items()}}
+    if t: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in t.items()])
+    write_later(_log_environment_tags, client, run_id, what=f'the environment tags of run {run_id}')
 
 @contextlib.contextmanager
 def _attach(run_id:str, active:Any, data_fingerprint:str|None, tags:dict|None, params:dict|None) -> Iterator[Any]:
@@ -94,6 +102,7 @@ def _attach(run_id:str, active:Any, data_fingerprint:str|None, tags:dict|None, p
     log_params(params or {}, run.info.run_id)
     try: yield run
     finally:
+        wait_for_writes()  # what the block queued (figures, environment) is in the run before the job may end it
         if active is None: detach_mlflow_run(run_id)  # pop our attachment without marking the run FINISHED/FAILED
 
 # %% ../nbs/24_tracking.ipynb #9722ce27
@@ -131,7 +140,8 @@ def start_run(experiment:str|None=None,      # experiment name (default: the pro
     with mlflow.start_run(run_name=run_name, nested=active is not None, experiment_id=exp_id) as run:
         _tag_run(run.info.run_id, data_fingerprint, tags)
         log_params(params or {}, run.info.run_id)
-        yield run
+        try: yield run
+        finally: wait_for_writes()  # what the block queued (figures, environment) is in the run before it ends
 
 def log_data_fingerprint(fp:str, # `mlopsnb.core.fingerprint(...)` of the training data
                         ) -> None:

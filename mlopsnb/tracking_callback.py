@@ -8,17 +8,17 @@ Docs: https://mlopsnb.github.io/mlopsnb/tracking_callback.html.md"""
 from __future__ import annotations
 from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
 import contextlib, os, time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 
 from .checkpoint import ResumeCallback
-from .compat import eager_module
+from .compat import detach_mlflow_run, eager_module
 from .context import is_main_process, job_context
 from .core import fingerprint
-from .store import mlflow_client
+from .store import mlflow_client, retry_locked, wait_for_writes, write_later
 from .tracking import confusion_matrix_figure, log_dataset_input, log_params, loss_curve_figure, start_run
 import mlopsnb.state  # noqa: F401  (defines `Learner.mlops` and records each fit call)
 
@@ -65,33 +65,24 @@ def fit_params(learn:Learner, # a learner at `before_fit`
     return p
 
 # %% ../nbs/25_tracking_callback.ipynb #1f7c9405
-def _log_metrics(run_id:str, buffered:list):
-    "Log `[(metrics, step), ...]` in one batch"
+def _log_metrics(uri:str, run_id:str, buffered:list):
+    "Log `[(metrics, step), ...]` to `run_id` in one batch"
     from mlflow.entities import Metric
-    import mlflow
     ts = int(time.time() * 1000)
-    mlflow_client(mlflow.get_tracking_uri()).log_batch(
-        run_id, metrics=[Metric(k, v, ts, step) for mets, step in buffered for k, v in mets.items()])
+    retry_locked(mlflow_client(uri).log_batch, run_id, metrics=[Metric(k, v, ts, step) for mets, step in buffered for k, v in mets.items()])
 
 class _BufferedMetrics:
-    "Buffer `(metrics, step)` pairs and commit them to `self.run_id` on one background thread"
+    "Buffer `(metrics, step)` pairs and commit them to `self.run_id` on the background writer"
     flush_every:float = 10.
     def _submit_buffer(self):
         buf, self._buffer, self._last_flush = self._buffer, [], time.monotonic()
-        if buf: self._submit(_log_metrics, self.run_id, buf)
-
-    def _submit(self, fn, *args):
-        if getattr(self, '_pool', None) is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool, self._pending = ThreadPoolExecutor(1, thread_name_prefix='mlopsnb-mlflow'), []
-        self._pending.append(self._pool.submit(fn, *args))
+        if buf:
+            import mlflow
+            self._pending = [*getattr(self, '_pending', []), write_later(_log_metrics, mlflow.get_tracking_uri(), self.run_id, buf)]
 
     def _flush(self):
         "Wait for the queued metric writes, re-raising the first failure"
-        pool, self._pool = getattr(self, '_pool', None), None
-        if pool is None: return
-        pending, self._pending = self._pending, []
-        pool.shutdown(wait=True)
+        pending, self._pending = getattr(self, '_pending', []), []
         for f in pending: f.result()
 
 # %% ../nbs/25_tracking_callback.ipynb #fc1b5505
@@ -158,19 +149,24 @@ class _FitFigures:
         # plain tensors: fastai's TensorImage prediction and TensorCategory target refuse to be added together
         self._preds.append(pred.detach().argmax(1).as_subclass(torch.Tensor)); self._targs.append(y.detach().as_subclass(torch.Tensor).long())
 
-    def _log_plots(self):
-        import mlflow
-        client, rec = mlflow_client(mlflow.get_tracking_uri()), getattr(self.learn, 'recorder', None)
+    def _figure_data(self) -> dict:
+        "What the figures show, read from the learner now (milliseconds); the counts also go to `learn.mlops.confusion_matrix`"
+        rec, data = getattr(self.learn, 'recorder', None), {}
         if rec is not None and rec.losses:
             vi = rec.metric_names.index('valid_loss') - 1 if 'valid_loss' in rec.metric_names else None
             valid = [_to_float(v[vi]) for v in rec.values] if vi is not None else []
-            client.log_figure(self.run_id, loss_curve_figure([_to_float(l) for l in rec.losses], list(rec.iters), valid), 'loss_curve.png')
+            data['loss_curve.png'] = (loss_curve_figure, [_to_float(l) for l in rec.losses], list(rec.iters), valid)
         if self._preds:
             classes = self.classes if self.classes is not None else getattr(self.learn.dls, 'vocab', None)
             cm = _confusion_counts(self._preds, self._targs, len(classes) if classes is not None else None)
-            client.log_figure(self.run_id, confusion_matrix_figure(cm, list(classes) if classes is not None else None), 'confusion_matrix.png')
+            data['confusion_matrix.png'] = (confusion_matrix_figure, cm, list(classes) if classes is not None else None)
             self.learn.mlops.confusion_matrix = cm
         self._preds, self._targs = [], []
+        return data
+
+def _log_figure(uri:str, run_id:str, name:str, draw:Callable, *args):
+    "Draw `draw(*args)` and log it to `run_id` as `name` (on the background writer)"
+    retry_locked(mlflow_client(uri).log_figure, run_id, draw(*args), name)
 
 def _end_run(ctx, status:str):
     "End the run a `start_run` context `ctx` opened, FINISHED or FAILED (None: nothing to end)"
@@ -219,10 +215,11 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
         if run is None:  # no run of ours, or a job's run not yet attached: `start_run` opens or attaches
             self._ctx = start_run(self.experiment, run_name=self.run_name)
             run = self._ctx.__enter__()
-        self.run_id = run.info.run_id
-        log_params({**fit_params(self.learn), **self.extra_params}, self.run_id)
-        if self.log_datasets: log_fit_datasets(self.learn, self.run_id)
-        self._preds, self._targs, self._buffer, self._last_flush = [], [], [], time.monotonic()
+        self.run_id = rid = run.info.run_id
+        # written while the first epoch runs; a failed write is a warning naming it, never a failed fit
+        write_later(log_params, {**fit_params(self.learn), **self.extra_params}, rid, what=f'the params of run {rid}')
+        if self.log_datasets: write_later(log_fit_datasets, self.learn, rid, what=f'the dataset inputs of run {rid}')
+        self._preds, self._targs, self._buffer, self._pending, self._last_flush = [], [], [], [], time.monotonic()
         self._every = 0. if job_context().in_job else self.flush_every  # a job flushes each epoch: a kill loses at most one
         self._first_epoch = first_epoch_to_log(self.learn, self.run_id)
 
@@ -239,9 +236,16 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
 
     def after_fit(self):
         if not getattr(self, '_active', False): return
+        import mlflow
+        uri, rid, figures = mlflow.get_tracking_uri(), self.run_id, {}
         try:
-            self._submit_buffer(); self._flush()  # every epoch's metrics are in the store before the run ends
-            if self.log_plots: self._log_plots()
+            self._submit_buffer(); self._flush()  # every epoch's metrics are in the store: a failed write raises here
+            if self.log_plots: figures = self._figure_data()
         finally:
             ctx, self._ctx = self._ctx, None  # a job's or an outer run is left alone (no ctx)
-            _end_run(ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED')
+            status = 'FAILED' if self.learn.mlops.nan_error else 'FINISHED'
+            if ctx is not None:  # ours: off the active-run stack now, and closed; marked ended once the figures are in
+                detach_mlflow_run(rid, ending=True)
+                _end_run(ctx, status)  # the `start_run` block ends (waiting for the setup writes); the run is not active, so stays open
+            for name, spec in figures.items(): write_later(_log_figure, uri, rid, name, *spec, what=f'{name} of run {rid}')
+            if ctx is not None: write_later(retry_locked, mlflow_client(uri).set_terminated, rid, status, what=f'the end ({status}) of run {rid}')

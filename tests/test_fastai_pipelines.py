@@ -36,6 +36,8 @@ def _small_cnn(n_out=10):
 
 def _run(run_id):
     import mlflow
+    from mlopsnb.store import wait_for_writes
+    assert wait_for_writes(timeout=60)  # the fit's figures and its run's end are written in the background
     client = mlflow.MlflowClient()
     return client.get_run(run_id), {f.path for f in client.list_artifacts(run_id)}
 
