@@ -176,6 +176,14 @@ def _end_run(ctx, status:str):
         err = RuntimeError(f'fit ended with status {status}')
         with contextlib.suppress(RuntimeError): ctx.__exit__(RuntimeError, err, None)
 
+def _queue_fit_end(uri:str, run_id:str, figures:dict, ctx, status:str):
+    "Queue the fit's figures; end the run `ctx` opened (None: a job's or an outer run, left alone) once they are in"
+    if ctx is not None:  # ours: off the active-run stack now, its `start_run` block closed (waiting for the setup writes)
+        detach_mlflow_run(run_id, ending=True)
+        _end_run(ctx, status)  # the run, no longer active, is not ended by it
+    for name, spec in figures.items(): write_later(_log_figure, uri, run_id, name, *spec, what=f'{name} of run {run_id}')
+    if ctx is not None: write_later(retry_locked, mlflow_client(uri).set_terminated, run_id, status, what=f'the end ({status}) of run {run_id}')
+
 # %% ../nbs/25_tracking_callback.ipynb #83b2d074
 def first_epoch_to_log(learn:Learner, # a learner at `before_fit`
                        run_id:str,    # the run its metrics go to
@@ -243,9 +251,4 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
             if self.log_plots: figures = self._figure_data()
         finally:
             ctx, self._ctx = self._ctx, None  # a job's or an outer run is left alone (no ctx)
-            status = 'FAILED' if self.learn.mlops.nan_error else 'FINISHED'
-            if ctx is not None:  # ours: off the active-run stack now, and closed; marked ended once the figures are in
-                detach_mlflow_run(rid, ending=True)
-                _end_run(ctx, status)  # the `start_run` block ends (waiting for the setup writes); the run is not active, so stays open
-            for name, spec in figures.items(): write_later(_log_figure, uri, rid, name, *spec, what=f'{name} of run {rid}')
-            if ctx is not None: write_later(retry_locked, mlflow_client(uri).set_terminated, rid, status, what=f'the end ({status}) of run {rid}')
+            _queue_fit_end(uri, rid, figures, ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED')
