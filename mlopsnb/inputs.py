@@ -6,7 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/inputs.html.md"""
 
 # %% ../nbs/48_inputs.ipynb #56b85f13
 from __future__ import annotations
-import json, os, sys
+import importlib.util, json, os, sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +28,9 @@ def _hook(event:str, args:tuple):
     if isinstance(path, bytes): path = os.fsdecode(path)
     if not isinstance(path, str) or not _is_read(mode, flags): return
     p = os.path.normpath(os.path.join(os.getcwd(), path))
+    if p.endswith('.pyc') and '__pycache__' in p:  # a module imported from its bytecode cache: its source is the input
+        try: p = importlib.util.source_from_cache(p)
+        except ValueError: return  # not a cache file of this Python
     root = _state['root']
     if not p.startswith(root) or any(p == e or p.startswith(e + os.sep) for e in _state['exclude']): return
     if any(part in _SKIP_PARTS for part in p[len(root):].split(os.sep)): return
