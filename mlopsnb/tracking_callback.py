@@ -176,13 +176,15 @@ def _end_run(ctx, status:str):
         err = RuntimeError(f'fit ended with status {status}')
         with contextlib.suppress(RuntimeError): ctx.__exit__(RuntimeError, err, None)
 
-def _queue_fit_end(uri:str, run_id:str, figures:dict, ctx, status:str):
-    "Queue the fit's figures; end the run `ctx` opened (None: a job's or an outer run, left alone) once they are in"
-    if ctx is not None:  # ours: off the active-run stack now, its `start_run` block closed (waiting for the setup writes)
-        detach_mlflow_run(run_id, ending=True)
-        _end_run(ctx, status)  # the run, no longer active, is not ended by it
+def _queue_fit_end(uri:str, run_id:str, figures:dict, ctx, status:str,
+                   owned:bool, # `ctx` opened the run (else it attached to a job's run, which its runner ends)
+                  ):
+    "Queue the fit's figures; end the run `ctx` opened once they are in (None: an outer run, left alone)"
+    if ctx is not None and owned: detach_mlflow_run(run_id, ending=True)  # ours: off the active-run stack now
+    _end_run(ctx, status)  # closes the `start_run` block (waiting for the setup writes); our run, no longer active, stays open
     for name, spec in figures.items(): write_later(_log_figure, uri, run_id, name, *spec, what=f'{name} of run {run_id}')
-    if ctx is not None: write_later(retry_locked, mlflow_client(uri).set_terminated, run_id, status, what=f'the end ({status}) of run {run_id}')
+    if ctx is not None and owned:
+        write_later(retry_locked, mlflow_client(uri).set_terminated, run_id, status, what=f'the end ({status}) of run {run_id}')
 
 # %% ../nbs/25_tracking_callback.ipynb #83b2d074
 def first_epoch_to_log(learn:Learner, # a learner at `before_fit`
@@ -221,7 +223,7 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
         _end_run(ctx, 'FAILED')  # the previous fit raised before after_fit
         run = mlflow.active_run()
         if run is None:  # no run of ours, or a job's run not yet attached: `start_run` opens or attaches
-            self._ctx = start_run(self.experiment, run_name=self.run_name)
+            self._ctx, self._owns_run = start_run(self.experiment, run_name=self.run_name), job_context().run_id is None
             run = self._ctx.__enter__()
         self.run_id = rid = run.info.run_id
         # written while the first epoch runs; a failed write is a warning naming it, never a failed fit
@@ -251,4 +253,4 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
             if self.log_plots: figures = self._figure_data()
         finally:
             ctx, self._ctx = self._ctx, None  # a job's or an outer run is left alone (no ctx)
-            _queue_fit_end(uri, rid, figures, ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED')
+            _queue_fit_end(uri, rid, figures, ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED', getattr(self, '_owns_run', False))
