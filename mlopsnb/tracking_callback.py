@@ -252,5 +252,5 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
             self._submit_buffer(); self._flush()  # every epoch's metrics are in the store: a failed write raises here
             if self.log_plots: figures = self._figure_data()
         finally:
-            ctx, self._ctx = self._ctx, None  # a job's or an outer run is left alone (no ctx)
+            ctx, self._ctx = self._ctx, None  # None: an outer run, left alone
             _queue_fit_end(uri, rid, figures, ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED', getattr(self, '_owns_run', False))
