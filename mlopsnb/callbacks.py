@@ -184,7 +184,7 @@ def mlops_learner(dls:DataLoaders,               # e.g. `mlopsnb.loaders.tensor_
                   nan_guard:str|None=None,       # 'raise' or 'skip' to add a `NaNGuard` (one host sync per batch)
                   checkpoint_every_iters:int|None=None, # checkpoint every epoch and every N batches (instead of by time)
                   checkpoint_every_seconds:float|None=60., # checkpoint when this long has passed since the last save (None: every epoch)
-                  opt_func:Callable|None=None,   # optimizer (default: torch's Adam, fused/foreach, through `OptimWrapper`)
+                  opt_func:Callable|None=None,   # optimizer (default: torch's Adam, fused/foreach, through `OptimWrapper`; no weight decay unless `wd=` is given, where fastai's Adam uses 0.01)
                   explain:bool=False,            # add an `mlopsnb.explain.ExplainCallback`: a validation sample's attributions logged at the end of each fit
                   cbs:Sequence[Callback]|None=None, # extra callbacks
                   **learner_kwargs,              # passed on to fastai's `Learner`
