@@ -7,9 +7,9 @@ Docs: https://mlopsnb.github.io/mlopsnb/store.html.md"""
 # %% ../nbs/07_store.ipynb #f347b76f
 from __future__ import annotations
 import os, threading, time, warnings
-from concurrent.futures import Future, ThreadPoolExecutor, wait as futures_wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+if TYPE_CHECKING: from concurrent.futures import Future  # imported when a write is queued: `mlopsnb run` starts without it
 
 from .compat import forget_mlflow_store
 from .formats import to_json
@@ -104,6 +104,7 @@ def write_later(fn:Callable, *args,  # the write and its arguments
                 what:str|None=None,  # what it writes, for the warning when it fails (None: the Future holds the error)
                 **kwargs) -> Future:
     "Queue `fn(*args, **kwargs)` on mlopsnb's background writer thread (one thread: writes happen in queue order)"
+    from concurrent.futures import ThreadPoolExecutor
     with _WRITES_LOCK:
         if _WRITES['pool'] is None or _WRITES['pid'] != os.getpid():  # none yet, or a forked child's copy of the parent's
             _WRITES.update(pool=ThreadPoolExecutor(1, thread_name_prefix='mlopsnb-writes'), pid=os.getpid(), pending=[])
@@ -118,6 +119,7 @@ def wait_for_writes(timeout:float|None=None, # seconds to wait at most (None: un
     with _WRITES_LOCK:
         pending = list(_WRITES['pending']) if _WRITES['pid'] == os.getpid() else []
     if not pending: return True
+    from concurrent.futures import wait as futures_wait
     _, not_done = futures_wait(pending, timeout=timeout)
     return not not_done
 

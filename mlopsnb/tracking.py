@@ -82,8 +82,7 @@ def _log_environment_tags(client:Any, run_id:str):
     "The git and environment tags and `environment.json` (the environment's first capture costs ~0.3 s)"
     from mlflow.entities import RunTag
     info, env_hash = cached_environment()
-    t = {k: v for k, v in run_tags(info, env_hash).items() if k != 'mlopsnb.data_fingerprint'}
-    retry_locked(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in t.items()])
+    retry_locked(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in run_tags(info, env_hash).items()])  # no fingerprint: `_tag_run` wrote it
     log_environment(client, run_id, info)
 
 def _tag_run(run_id:str, data_fingerprint:str|None, tags:dict|None):
@@ -98,8 +97,8 @@ def _tag_run(run_id:str, data_fingerprint:str|None, tags:dict|None):
 def _attach(run_id:str, active:Any, data_fingerprint:str|None, tags:dict|None, params:dict|None) -> Iterator[Any]:
     "Log into the job's run `run_id` (made active if it isn't), leaving its end to the job runner"
     run = active or _mlflow().start_run(run_id=run_id)
+    log_params(params or {}, run.info.run_id)  # before the environment is queued: `log_params` waits for queued writes
     _tag_run(run.info.run_id, data_fingerprint, tags)
-    log_params(params or {}, run.info.run_id)
     try: yield run
     finally:
         wait_for_writes()  # what the block queued (figures, environment) is in the run before the job may end it
@@ -138,8 +137,8 @@ def start_run(experiment:str|None=None,      # experiment name (default: the pro
         return
     exp_id = _run_experiment(experiment, nested=active is not None)
     with mlflow.start_run(run_name=run_name, nested=active is not None, experiment_id=exp_id) as run:
+        log_params(params or {}, run.info.run_id)  # before the environment is queued: `log_params` waits for queued writes
         _tag_run(run.info.run_id, data_fingerprint, tags)
-        log_params(params or {}, run.info.run_id)
         try: yield run
         finally: wait_for_writes()  # what the block queued (figures, environment) is in the run before it ends
 

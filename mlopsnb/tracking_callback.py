@@ -74,15 +74,17 @@ def _log_metrics(uri:str, run_id:str, buffered:list):
 class _BufferedMetrics:
     "Buffer `(metrics, step)` pairs and commit them to `self.run_id` on the background writer"
     flush_every:float = 10.
+    def _start_buffer(self, run_id:str, uri:str):
+        "Buffer for `run_id` in the store at `uri` (read once: the run stays in its store whatever the fit does)"
+        self.run_id, self._uri, self._buffer, self._pending, self._last_flush = run_id, uri, [], [], time.monotonic()
+
     def _submit_buffer(self):
         buf, self._buffer, self._last_flush = self._buffer, [], time.monotonic()
-        if buf:
-            import mlflow
-            self._pending = [*getattr(self, '_pending', []), write_later(_log_metrics, mlflow.get_tracking_uri(), self.run_id, buf)]
+        if buf: self._pending.append(write_later(_log_metrics, self._uri, self.run_id, buf))
 
     def _flush(self):
         "Wait for the queued metric writes, re-raising the first failure"
-        pending, self._pending = getattr(self, '_pending', []), []
+        pending, self._pending = self._pending, []
         for f in pending: f.result()
 
 # %% ../nbs/25_tracking_callback.ipynb #fc1b5505
@@ -213,7 +215,7 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
         self.experiment, self.extra_params, self.classes = experiment, params or {}, classes
         self.run_name, self.log_plots, self.flush_every, self.log_datasets = run_name, log_plots, flush_every, log_datasets
         self._buffer, self._last_flush = [], 0.
-        self._ctx, self.run_id = None, None
+        self._ctx, self._owns_run, self.run_id = None, False, None
 
     def before_fit(self):
         self._active = is_main_process() and not hasattr(self.learn, 'lr_finder') and not hasattr(self.learn, 'gather_preds')
@@ -225,11 +227,11 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
         if run is None:  # no run of ours, or a job's run not yet attached: `start_run` opens or attaches
             self._ctx, self._owns_run = start_run(self.experiment, run_name=self.run_name), job_context().run_id is None
             run = self._ctx.__enter__()
-        self.run_id = rid = run.info.run_id
+        rid = run.info.run_id
         # written while the first epoch runs; a failed write is a warning naming it, never a failed fit
         write_later(log_params, {**fit_params(self.learn), **self.extra_params}, rid, what=f'the params of run {rid}')
         if self.log_datasets: write_later(log_fit_datasets, self.learn, rid, what=f'the dataset inputs of run {rid}')
-        self._preds, self._targs, self._buffer, self._pending, self._last_flush = [], [], [], [], time.monotonic()
+        self._start_buffer(rid, mlflow.get_tracking_uri()); self._preds, self._targs = [], []
         self._every = 0. if job_context().in_job else self.flush_every  # a job flushes each epoch: a kill loses at most one
         self._first_epoch = first_epoch_to_log(self.learn, self.run_id)
 
@@ -246,11 +248,10 @@ class MLflowCallback(Callback, _BufferedMetrics, _FitFigures):
 
     def after_fit(self):
         if not getattr(self, '_active', False): return
-        import mlflow
-        uri, rid, figures = mlflow.get_tracking_uri(), self.run_id, {}
+        figures = {}
         try:
             self._submit_buffer(); self._flush()  # every epoch's metrics are in the store: a failed write raises here
             if self.log_plots: figures = self._figure_data()
         finally:
             ctx, self._ctx = self._ctx, None  # None: an outer run, left alone
-            _queue_fit_end(uri, rid, figures, ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED', getattr(self, '_owns_run', False))
+            _queue_fit_end(self._uri, self.run_id, figures, ctx, 'FAILED' if self.learn.mlops.nan_error else 'FINISHED', self._owns_run)
