@@ -16,7 +16,7 @@ if TYPE_CHECKING: import numpy as np
 # %% auto #0
 __all__ = ['seed_everything', 'atomic_writer', 'atomic_write', 'fingerprint', 'git_info', 'installed_packages',
            'environment_info', 'environment_hash', 'environment_cache_key', 'cache_dir', 'cached_environment',
-           'DeviceInfo', 'detect_device']
+           'DeviceInfo', 'cpu_native_bf16', 'detect_device']
 
 # %% ../nbs/00_core.ipynb #a60f1bea
 def seed_everything(seed:int=0,              # seed for python, numpy and torch (CPU and every CUDA device)
@@ -213,9 +213,15 @@ class DeviceInfo:
     "The accelerator a run will use and which reduced precisions it supports"
     type:str          # 'cuda', 'mps' or 'cpu'
     name:str          # human-readable device name
-    bf16:bool         # bf16 autocast is fast here (CUDA compute capability >= 8.0)
+    bf16:bool         # bf16 runs natively here (CUDA compute capability >= 8.0; a CPU with AVX512-BF16 or AMX)
     fp16:bool         # fp16 autocast with a GradScaler is available
     memory_gb:float|None = None
+
+def cpu_native_bf16() -> bool:
+    "Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), so that bf16 autocast can beat fp32 instead of emulating it"
+    import torch
+    probes = [getattr(torch.cpu, n, None) for n in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]  # torch's own cpuinfo probes
+    return any(bool(p()) for p in probes if p is not None)
 
 def detect_device(prefer:str|None=None, # force 'cpu', 'cuda' or 'mps'; default: best available
                  ) -> DeviceInfo:
@@ -231,4 +237,4 @@ def detect_device(prefer:str|None=None, # force 'cpu', 'cuda' or 'mps'; default:
     if kind == 'mps':
         if not has_mps: raise RuntimeError("device 'mps' was asked for but is not available")
         return DeviceInfo('mps', 'Apple MPS', bf16=False, fp16=True)
-    return DeviceInfo('cpu', platform.processor() or platform.machine(), bf16=False, fp16=False)
+    return DeviceInfo('cpu', platform.processor() or platform.machine(), bf16=cpu_native_bf16(), fp16=False)

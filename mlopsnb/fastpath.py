@@ -23,14 +23,15 @@ from .tracking import log_params
 import mlopsnb.state  # noqa: F401  (defines `Learner.mlops`)
 
 # %% auto #0
-__all__ = ['logger', 'PrecisionPolicy', 'precision_policy', 'AutocastCallback', 'as_plain_tensors', 'PlainTensorsCallback',
-           'FastPathCallback', 'DeviceSmoothLoss', 'FastSettings', 'to_fast', 'RandomCropFlip']
+__all__ = ['logger', 'CPU_BF16_MIN_PARAMS', 'PrecisionPolicy', 'precision_policy', 'AutocastCallback', 'as_plain_tensors',
+           'PlainTensorsCallback', 'FastPathCallback', 'DeviceSmoothLoss', 'FastSettings', 'to_fast', 'RandomCropFlip']
 
 # %% ../nbs/27_fastpath.ipynb #c6d361c4
 logger = logging.getLogger('mlopsnb.fastpath')
 
 # %% ../nbs/27_fastpath.ipynb #67541730
 _PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
+CPU_BF16_MIN_PARAMS = 100_000  # below this, 'auto' keeps a CPU model in fp32 (autocast overhead > bf16 gain)
 
 @dataclasses.dataclass(frozen=True)
 class PrecisionPolicy:
@@ -61,11 +62,25 @@ def _device_info(device) -> DeviceInfo:
     raise TypeError(f"device must be None, a str, a torch.device or a DeviceInfo, got {type(device).__name__}")
 
 # %% ../nbs/27_fastpath.ipynb #d6add67d
+def _cpu_auto(d:DeviceInfo, model:nn.Module|None) -> PrecisionPolicy:
+    "'auto' on a CPU: bf16 where the CPU computes it natively and the model is big enough to gain from it"
+    if not d.bf16:
+        return PrecisionPolicy('fp32', 'cpu', "this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated and slower, so training "
+                               "stays fp32; fastai's MixedPrecision would silently stay fp32 too")
+    n = None if model is None else sum(p.numel() for p in model.parameters())
+    if n is not None and n < CPU_BF16_MIN_PARAMS:
+        return PrecisionPolicy('fp32', 'cpu', f"the CPU has native bf16, but the model has only {n:,} parameters (< {CPU_BF16_MIN_PARAMS:,}): "
+                               "autocast's casts would cost more than bf16 saves, so training stays fp32")
+    size = "" if n is None else f" for a model of {n:,} parameters"
+    return PrecisionPolicy('bf16', 'cpu', f"the CPU computes bf16 natively (AVX512-BF16/AMX): bf16 autocast is faster than fp32{size} "
+                           "(pass precision='fp32' for bitwise fp32 training)")
+
 def precision_policy(device:DeviceInfo|torch.device|str|None=None, # where training runs (default: the best available device)
                      precision:str='auto',   # 'auto', 'bf16', 'fp16' or 'fp32'
                      log:bool=True,          # log the choice and its reason at INFO on `mlopsnb.fastpath`
+                     model:nn.Module|None=None, # the model to train: on a CPU, 'auto' keeps small models in fp32
                     ) -> PrecisionPolicy:
-    "Choose the training precision for `device` (bf16 where supported, fp16 + GradScaler on older CUDA, fp32 on CPU) and say why"
+    "Choose the training precision for `device` (bf16 where it runs natively, fp16 + GradScaler on older CUDA, else fp32) and say why"
     if precision not in _PRECISIONS: raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     d = _device_info(device)
     cc = ''
@@ -77,17 +92,17 @@ def precision_policy(device:DeviceInfo|torch.device|str|None=None, # where train
             p = PrecisionPolicy('bf16', 'cuda', f"{d.name}{cc} runs bf16 on tensor cores; bf16 has fp32's range, so no GradScaler is needed")
         elif d.type == 'cuda':
             p = PrecisionPolicy('fp16', 'cuda', f"{d.name}{cc} has no fast bf16 (needs compute capability >= 8.0): fp16 autocast with a dynamic GradScaler")
-        else:
-            p = PrecisionPolicy('fp32', d.type, f"{d.type} device: reduced precision brings no speed-up here (CPU bf16 is emulated without AMX), "
-                                "so training stays fp32 and exact; fastai's MixedPrecision would silently stay fp32 too")
+        elif d.type == 'cpu': p = _cpu_auto(d, model)
+        else: p = PrecisionPolicy('fp32', d.type, f"{d.type} device: mlopsnb runs no reduced precision here, so training stays fp32")
     elif precision == 'fp32':
         p = PrecisionPolicy('fp32', d.type, "fp32 was requested", 'fp32')
     elif precision == 'bf16':
         if d.type == 'cuda' and not d.bf16:
             raise ValueError(f"precision='bf16' was requested but {d.name}{cc} has no bf16 support (needs compute capability >= 8.0): use 'fp16' or 'auto'")
         if d.type == 'mps': raise ValueError("precision='bf16' was requested but mlopsnb does not support bf16 autocast on 'mps': use 'fp32'")
-        why = ("bf16 was requested; CPU bf16 autocast runs but is usually slower than fp32 without AMX" if d.type == 'cpu'
-               else f"bf16 was requested and {d.name}{cc} supports it")
+        why = (f"bf16 was requested and {d.name}{cc} supports it" if d.type == 'cuda' else
+               "bf16 was requested; this CPU computes bf16 natively (AVX512-BF16/AMX)" if d.bf16 else
+               "bf16 was requested; this CPU has no native bf16 (AVX512-BF16 or AMX), so autocast emulates it and is usually slower than fp32")
         p = PrecisionPolicy('bf16', d.type, why, 'bf16')
     else:  # fp16
         if d.type != 'cuda':
@@ -242,7 +257,7 @@ def to_fast(self:Learner,
     if channels_last not in ('auto', True, False): raise ValueError(f"channels_last must be 'auto', True or False, got {channels_last!r}")
     if cuda_graphs and dev.type != 'cuda': raise ValueError(f"cuda_graphs=True needs a CUDA device, but the Learner's data is on {dev.type!r}")
     if cuda_graphs and not compile: raise ValueError("cuda_graphs=True works through torch.compile(mode='reduce-overhead'): pass compile=True too")
-    policy = precision_policy(dev, precision)
+    policy = precision_policy(dev, precision, model=self.model)
     _set_precision(self, policy, dev)
     cl, why = _channels_last(self.model, dev, channels_last)
     if cl: self.model.to(memory_format=torch.channels_last)
