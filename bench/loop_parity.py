@@ -8,6 +8,9 @@ Every variant trains EPOCHS epochs with a validation pass per epoch. Timing: per
 the epoch's callbacks, e.g. checkpoint write and metric logging), median over epochs 2..E of alternating repeats;
 plus the whole fit including run setup. (c)'s figures and run end are written in the background after `fit` returns:
 the row `c_run_complete` times (c) until its run is complete, and the next variant starts only then.
+Per-epoch ratios come two ways: the ratio of the medians over all repeats ("vs (a)"), and "paired": for each repeat,
+(a)'s median epoch over the variant's, run seconds apart, so that the machine's slow drift in speed cancels; the table
+gives the median of these per-repeat ratios and their range (min-max over the repeats).
 Asserts that (a) and (c) end with bitwise-equal weights.
 
 The 10-second fit: the quickstart's CNN (conv-BN-ReLU-pool x2, a 128-unit head with dropout; ~0.42M parameters) at
@@ -155,22 +158,23 @@ def compare(mname:str, make, variants:dict, repeats:int) -> tuple[list[dict], bo
     equal = all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mc.state_dict().values()))
     assert equal, f"{mname}: hand loop and mlops_learner weights differ"
     for f in variants.values(): f(make)  # warm-up
-    ep, fit = {k: [] for k in variants}, {k: [] for k in variants}
+    ep, fit, rep = {k: [] for k in variants}, {k: [] for k in variants}, {k: [] for k in variants}
     COMPLETE.clear()
     for _ in range(repeats):
         for k, f in variants.items():  # alternate a, b, b2, c, a, b, ...
-            _, e, t = f(make); ep[k] += e[1:]; fit[k].append(t)
+            _, e, t = f(make); ep[k] += e[1:]; fit[k].append(t); rep[k].append(statistics.median(e[1:]))
     n_train = (len(XT) // BS) * BS
     base_ep, base_fit = statistics.median(ep['a_hand_loop']), statistics.median(fit['a_hand_loop'])
     rows = []
     for k in variants:
         me, mf = statistics.median(ep[k]), statistics.median(fit[k])
+        paired = sorted(a / b for a, b in zip(rep['a_hand_loop'], rep[k]))  # (a) and k ran seconds apart: the machine's drift cancels
         rows.append({'model': mname, 'variant': k, 'epochs': EPOCHS, 'bs': BS, 'epoch_s_median': me, 'samples_per_s': n_train / me,
-                     'ratio_vs_a': base_ep / me, 'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k]),
-                     'fit_s_all': fit[k]})
+                     'ratio_vs_a': base_ep / me, 'paired_ratio_vs_a': statistics.median(paired), 'paired_ratio_range': [paired[0], paired[-1]],
+                     'fit_s_median': mf, 'fit_ratio_vs_a': base_fit / mf, 'n_epochs_timed': len(ep[k]), 'fit_s_all': fit[k]})
     done = statistics.median(COMPLETE)
     rows.append({'model': mname, 'variant': 'c_run_complete', 'epochs': EPOCHS, 'bs': BS, 'epoch_s_median': None, 'samples_per_s': None,
-                 'ratio_vs_a': None, 'fit_s_median': done, 'fit_ratio_vs_a': base_fit / done, 'n_epochs_timed': 0, 'fit_s_all': list(COMPLETE)})
+                 'ratio_vs_a': None, 'paired_ratio_vs_a': None, 'paired_ratio_range': None, 'fit_s_median': done, 'fit_ratio_vs_a': base_fit / done, 'n_epochs_timed': 0, 'fit_s_all': list(COMPLETE)})
     return rows, equal
 
 def main():
@@ -189,10 +193,12 @@ def main():
         r, results['fit10'] = compare('fit10', quickstart_cnn, fit10, args.repeats); rows += r
     load1 = os.getloadavg()
     print(f"\nloop parity, CPU, {args.threads} thread(s), MNIST 4000/1000, {args.repeats} repeats; load average {load0[0]:.2f} -> {load1[0]:.2f}")
-    print(f"{'model':5s} {'variant':26s} {'epochs':>6s} {'bs':>4s} {'epoch s':>8s} {'samples/s':>10s} {'vs (a)':>7s} {'fit s':>7s} {'fit vs (a)':>10s}")
+    print(f"{'model':5s} {'variant':26s} {'epochs':>6s} {'bs':>4s} {'epoch s':>8s} {'samples/s':>10s} {'vs (a)':>7s} {'paired':>7s} "
+          f"{'paired range':>13s} {'fit s':>7s} {'fit vs (a)':>10s}")
     for r in rows:
-        per_epoch = (f"{r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} {r['ratio_vs_a']:7.3f}" if r['epoch_s_median'] is not None
-                     else f"{'-':>8s} {'-':>10s} {'-':>7s}")
+        per_epoch = (f"{r['epoch_s_median']:8.4f} {r['samples_per_s']:10.0f} {r['ratio_vs_a']:7.3f} {r['paired_ratio_vs_a']:7.3f} "
+                     f"{r['paired_ratio_range'][0]:6.3f}-{r['paired_ratio_range'][1]:.3f}" if r['epoch_s_median'] is not None
+                     else f"{'-':>8s} {'-':>10s} {'-':>7s} {'-':>7s} {'-':>13s}")
         print(f"{r['model']:5s} {r['variant']:26s} {r['epochs']:6d} {r['bs']:4d} {per_epoch} {r['fit_s_median']:7.3f} {r['fit_ratio_vs_a']:10.3f}")
     for m, v in results.items(): print(f"{m}: (a) and (c) final weights bitwise equal: {v}")
     out = Path(__file__).resolve().parent / 'results' / 'loop_parity.json'
