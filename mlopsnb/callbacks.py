@@ -6,17 +6,21 @@ Docs: https://mlopsnb.github.io/mlopsnb/callbacks.html.md"""
 
 # %% ../nbs/26_callbacks.ipynb #fbff1196
 from __future__ import annotations
-from .errors import require_extra; require_extra(__name__, 'torch', 'fastai')
+from .errors import require_extra; require_extra(__name__, 'torch', 'fastai', 'fastcore')
 import functools, warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from fastai.callback.core import Callback, CancelFitException, TrainEvalCallback
+from fastai.callback.core import (Callback, CancelBackwardException, CancelBatchException, CancelEpochException, CancelFitException,
+                                  CancelStepException, CancelTrainException, CancelValidException, TrainEvalCallback)
 from fastai.data.core import DataLoaders
-from fastai.learner import Learner, Recorder, AvgLoss
+from fastai.learner import Learner, Recorder, AvgLoss, AvgMetric
+from fastai.metrics import accuracy, error_rate
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import find_bs
+from fastcore.basics import noop, patch
+from fastcore.xtras import modify_exception
 
 from .checkpoint import CheckpointCallback, ResumeCallback, checkpoint_folder, latest_checkpoint, load_checkpoint, training_state
 from .compat import recorder_valid_metrics
@@ -33,11 +37,11 @@ _all_ = ['CheckpointCallback', 'ResumeCallback', 'checkpoint_folder', 'latest_ch
          'progress_mode', 'MLopsState', 'MLflowCallback', 'PlainTensorsCallback', 'as_plain_tensors']
 
 # %% auto #0
-__all__ = ['LeanRecorder', 'ResumingFits', 'MLopsLearner', 'PruningCallback', 'mlops_learner', 'CheckpointCallback',
-           'ResumeCallback', 'checkpoint_folder', 'latest_checkpoint', 'load_checkpoint', 'training_state',
-           'NonFiniteError', 'NaNGuard', 'ThroughputCallback', 'NotebookProgressCallback', 'PlainProgressCallback',
-           'progress_callback', 'progress_mode', 'MLopsState', 'MLflowCallback', 'PlainTensorsCallback',
-           'as_plain_tensors']
+__all__ = ['LeanRecorder', 'ResumingFits', 'MLopsLearner', 'LeanTrainEval', 'PruningCallback', 'mlops_learner',
+           'CheckpointCallback', 'ResumeCallback', 'checkpoint_folder', 'latest_checkpoint', 'load_checkpoint',
+           'training_state', 'NonFiniteError', 'NaNGuard', 'ThroughputCallback', 'NotebookProgressCallback',
+           'PlainProgressCallback', 'progress_callback', 'progress_mode', 'MLopsState', 'MLflowCallback',
+           'PlainTensorsCallback', 'as_plain_tensors']
 
 # %% ../nbs/26_callbacks.ipynb #ae5d9021
 class _DeviceAvgLoss(AvgLoss):
@@ -62,21 +66,23 @@ class LeanRecorder(Recorder):
         self.loss = _DeviceAvgLoss()
     def after_batch(self):
         learn = self.learn
-        if not len(learn.yb): return
+        yb = learn.yb
+        if not len(yb): return
         if not learn.training:
-            if not self.cancel_valid:
-                for met in (recorder_valid_metrics(self) if self.valid_metrics else ()): met.accumulate(learn)
+            if not self.cancel_valid: self._accumulate_valid(learn, yb)
             return
         if self.cancel_train: return
-        sl = self.smooth_loss  # same arithmetic as AvgSmoothLoss.accumulate, without `to_detach`'s copy to the CPU
+        sl, loss = self.smooth_loss, learn.loss.detach()  # AvgSmoothLoss's arithmetic, without `to_detach`'s copy to the CPU
+        if loss.ndim: loss = loss.mean()  # the mean of a 0-d loss is itself
+        val = sl.val if sl.val.device == loss.device else sl.val.to(loss.device)
         sl.count += 1
-        sl.val = torch.lerp(learn.loss.detach().mean(), sl.val.to(learn.loss.device), sl.beta)
+        sl.val = val = torch.lerp(loss, val, sl.beta)
         if self.train_metrics:
             for met in self.metrics: met.accumulate(learn)
         opt = learn.opt
         pgs = getattr(getattr(opt, 'opt', None), 'param_groups', None)  # OptimWrapper: read lr without building `hypers`
         self.lrs.append(pgs[-1]['lr'] if pgs is not None else opt.hypers[-1]['lr'])
-        v = sl.val / (1 - sl.beta ** sl.count)
+        v = val / (1 - sl.beta ** sl.count)
         self.losses.append(v)
         learn.smooth_loss = v
     def before_epoch(self):
@@ -87,6 +93,41 @@ class LeanRecorder(Recorder):
         new = self.losses[self._first_loss:]
         if new and new[0].device.type != 'cpu': self.losses[self._first_loss:] = list(torch.stack(new).cpu().unbind())
         super().after_epoch()
+
+# %% ../nbs/26_callbacks.ipynb #3bcb963e
+def _plain_accuracy(inp:torch.Tensor, targ:torch.Tensor, axis:int=-1) -> torch.Tensor:
+    "fastai's `accuracy` on plain tensors: the same value"
+    pred = inp.argmax(dim=axis)
+    if pred.numel() != targ.numel(): raise ValueError(f"accuracy: {pred.numel()} predictions for {targ.numel()} targets")
+    return (pred.reshape(-1) == targ.reshape(-1)).float().mean()
+
+def _plain_error_rate(inp:torch.Tensor, targ:torch.Tensor, axis:int=-1) -> torch.Tensor: return 1 - _plain_accuracy(inp, targ, axis)
+
+_PLAIN_METRICS = {accuracy: _plain_accuracy, error_rate: _plain_error_rate}
+
+@patch
+def before_validate(self:LeanRecorder):
+    super(LeanRecorder, self).before_validate()
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    mets = recorder_valid_metrics(self) if self.valid_metrics else []  # (metric, fast function or None)
+    self._valid_fast = [(m, None if dist or type(m) is not AvgMetric else _PLAIN_METRICS.get(m.func, m.func)) for m in mets]
+
+@patch
+def _accumulate_valid(self:LeanRecorder, learn:Learner, yb:tuple):
+    bs, fast = None, self.__dict__.get('_valid_fast')
+    if fast is None: fast = [(m, None) for m in recorder_valid_metrics(self)]  # a validation pass that sent no before_validate
+    for met, f in fast:
+        if f is None: met.accumulate(learn); continue
+        if bs is None: bs = find_bs(yb)
+        v = f(learn.pred, *yb)
+        met.total += (v.detach() if isinstance(v, torch.Tensor) else v) * bs
+        met.count += bs
+
+@patch
+def after_validate(self:LeanRecorder):
+    for met, f in self.__dict__.pop('_valid_fast', None) or ():  # one host transfer per pass
+        if f is not None and isinstance(met.total, torch.Tensor) and met.total.device.type != 'cpu': met.total = met.total.cpu()
+    super(LeanRecorder, self).after_validate()
 
 # %% ../nbs/26_callbacks.ipynb #cf4bce5b
 class ResumingFits:
@@ -117,6 +158,21 @@ class ResumingFits:
 
 # %% ../nbs/26_callbacks.ipynb #b7c55c50
 _EVERY_CB = ('after_fit', 'after_create')  # fastai's Callback.__call__ resets `run` at after_fit for every callback
+_INNER_LOOP = frozenset(('before_batch', 'after_pred', 'after_loss', 'before_backward', 'after_cancel_backward', 'after_backward',
+                         'before_step', 'after_step', 'after_cancel_batch', 'after_batch'))  # fastai's `_inner_loop`
+_CANCELS = (CancelBatchException, CancelBackwardException, CancelEpochException, CancelFitException, CancelStepException,
+            CancelTrainException, CancelValidException)
+
+def _call_inner(cbs:list, event_name:str, training:bool|None):
+    "fastai's `Callback.__call__` for a per-batch event, reading the learner's `training` once instead of once per callback"
+    for cb in cbs:
+        if type(cb).__call__ is not Callback.__call__: cb(event_name); continue  # a callback with its own dispatch
+        if not cb.run: continue
+        if not (cb.run_train or cb.run_valid if training is None else cb.run_train if training else cb.run_valid): continue
+        try: getattr(cb, event_name, noop)()
+        except _CANCELS: raise
+        except Exception as e:
+            raise modify_exception(e, f'Exception occured in `{cb.__class__.__name__}` when calling event `{event_name}`:\n\t{e.args[0]}', replace=True)
 
 class MLopsLearner(ResumingFits, Learner):
     "A fastai `Learner` whose event dispatch skips callbacks that don't handle the event (and whose fits resume in a resumed job)"
@@ -126,15 +182,21 @@ class MLopsLearner(ResumingFits, Learner):
             for e in event_name: self._call_one(e)
     def _dispatch(self, event_name:str) -> list:
         "The callbacks handling `event_name`, in order; rebuilt after `add_cb`/`remove_cb`"
-        cache = self.__dict__.setdefault('_mlops_dispatch', {})
+        cache = self.__dict__.get('_mlops_dispatch')
+        if cache is None: cache = self.__dict__['_mlops_dispatch'] = {}
         cbs = cache.get(event_name)
         if cbs is None:
             cbs = cache[event_name] = [cb for cb in self.cbs.sorted('order') if event_name in _EVERY_CB
-                                       or getattr(type(cb), event_name, None) is not None or event_name in cb.__dict__]
+                                       or getattr(type(cb), event_name, None) is not None or event_name in cb.__dict__
+                                       or type(cb).__call__ is not Callback.__call__]  # its own dispatch: every event
         return cbs
     def _call_one(self, event_name:str):
-        if event_name == 'before_fit': self.__dict__.pop('_mlops_dev', None)  # the model may have moved since
-        for cb in self._dispatch(event_name): cb(event_name)
+        if event_name == 'before_fit':  # the model may have moved, and `dls` changed, since
+            self.__dict__.pop('_mlops_dev', None); self.__dict__.pop('_mlops_n_inp', None)
+        cbs = self._dispatch(event_name)
+        if event_name not in _INNER_LOOP:
+            for cb in cbs: cb(event_name)
+        else: _call_inner(cbs, event_name, self.__dict__.get('training'))
     def add_cb(self, cb):
         self.__dict__.pop('_mlops_dispatch', None)
         return super().add_cb(cb)
@@ -147,6 +209,22 @@ class MLopsLearner(ResumingFits, Learner):
         p = next(self.model.parameters(), None)
         self._mlops_dev = p.device if p is not None else None
         return super()._set_device(b)
+    def _split(self, b):
+        "fastai's split of a batch into `xb` and `yb`, with `dls.n_inp` (a lookup through two `GetAttr`s) read once per fit"
+        d = self.__dict__
+        if '_mlops_n_inp' not in d: d['_mlops_n_inp'] = getattr(self.dls, 'n_inp', None)
+        i = d['_mlops_n_inp']
+        if i is None: i = 1 if len(b) == 1 else len(b) - 1
+        self.xb, self.yb = b[:i], b[i:]
+
+# %% ../nbs/26_callbacks.ipynb #f19aa614
+class LeanTrainEval(TrainEvalCallback):
+    "fastai's `TrainEvalCallback` whose per-batch counter update reads the learner's attributes directly, not through `GetAttr`"
+    name = 'train_eval'
+    def after_batch(self):
+        learn = self.learn
+        learn.pct_train += 1. / (learn.n_iter * learn.n_epoch)
+        learn.train_iter += 1
 
 # %% ../nbs/26_callbacks.ipynb #a76aa95b
 class PruningCallback(Callback):
@@ -205,4 +283,4 @@ def mlops_learner(dls:DataLoaders,               # e.g. `mlopsnb.loaders.tensor_
         extra.append(ExplainCallback())
     if job_context().study is not None: extra.append(PruningCallback())  # a sweep trial: report each epoch, stop when pruned
     return MLopsLearner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, metrics=metrics, default_cbs=False,
-                        cbs=[TrainEvalCallback(), LeanRecorder()] + extra + list(cbs or []), **learner_kwargs)
+                        cbs=[LeanTrainEval(), LeanRecorder()] + extra + list(cbs or []), **learner_kwargs)

@@ -193,10 +193,12 @@ class CheckpointCallback(Callback, _OrderedWrites):
     def before_epoch(self): self._at_boundary = False
 
     def after_batch(self):
-        if not (self.every_iters or self.every_seconds) or not self.training or not self._active: return
-        it = batches_done(self.learn) + 1
-        if it >= self.learn.n_iter: return  # the epoch's end saves
-        if (self.every_iters and it % self.every_iters == 0) or (self.every_seconds and self._due()): self.save(self.epoch, it)
+        learn = self.learn
+        if not (self.every_iters or self.every_seconds) or not learn.training or not self._active: return
+        if not self.every_iters and not self._due(): return  # the time policy's usual case: one clock read
+        it = batches_done(learn) + 1
+        if it >= learn.n_iter: return  # the epoch's end saves
+        if (self.every_iters and it % self.every_iters == 0) or (self.every_seconds and self._due()): self.save(learn.epoch, it)
 
     def after_fit(self):
         if getattr(self, '_active', False) and getattr(self, '_best_state', None) is not None:

@@ -142,8 +142,19 @@ def as_plain_tensors(x:Any, # a tensor, or a tuple/list of them (e.g. `learn.xb`
 class PlainTensorsCallback(Callback):
     "Give the model, the loss and the metrics plain tensors: fastai's `TensorImage`/`TensorCategory` reach none of them"
     order = 4  # before FastPathCallback (5), GradientAccumulation (6) and autocast (10)
-    def before_batch(self): self.learn.xb, self.learn.yb = as_plain_tensors(self.learn.xb), as_plain_tensors(self.learn.yb)
-    def after_pred(self): self.learn.pred = as_plain_tensors(self.learn.pred)
+    def before_batch(self):
+        learn = self.learn
+        xb, yb = learn.xb, learn.yb
+        if not _all_plain(xb): learn.xb = as_plain_tensors(xb)  # a batch of plain tensors (`TensorBatches`) is left as it is
+        if not _all_plain(yb): learn.yb = as_plain_tensors(yb)
+    def after_pred(self):
+        learn = self.learn
+        if type(learn.pred) is not torch.Tensor: learn.pred = as_plain_tensors(learn.pred)
+
+def _all_plain(b:tuple) -> bool:
+    for t in b:
+        if type(t) is not torch.Tensor: return False
+    return True
 
 # %% ../nbs/27_fastpath.ipynb #81c16c77
 class FastPathCallback(Callback):

@@ -85,10 +85,12 @@ class ThroughputCallback(Callback):
         if getattr(self, '_new_fit', True): self.learn.mlops.throughput, self._new_fit = [], False
         self._t0 = time.perf_counter()
     def after_batch(self):
-        if not self.learn.training: return
-        x = self.learn.xb[0] if len(self.learn.xb) else None
-        self._acc[0] += x.shape[0] if isinstance(x, torch.Tensor) else 0
-        self._acc[1] += 1
+        learn = self.learn
+        if not learn.training: return
+        xb, acc = learn.xb, self._acc
+        x = xb[0] if len(xb) else None
+        acc[0] += x.shape[0] if isinstance(x, torch.Tensor) else 0
+        acc[1] += 1
     def after_train(self):
         self._sync()
         dt, (n, b), st = time.perf_counter() - self._t0, self._acc, self.learn.mlops

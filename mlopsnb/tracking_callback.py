@@ -141,8 +141,9 @@ def _confusion_counts(preds:list, targs:list, n:int|None):
 class _FitFigures:
     "Gather the last epoch's validation classes; at the end log `loss_curve.png` and `confusion_matrix.png`"
     def after_batch(self):
-        if self.training or not self._active or self.epoch != self.n_epoch - 1 or not self.log_plots: return
-        pred, yb = self.learn.pred, self.learn.yb
+        learn = self.learn
+        if learn.training or not self._active or learn.epoch != learn.n_epoch - 1 or not self.log_plots: return
+        pred, yb = learn.pred, learn.yb
         if not len(yb) or not isinstance(pred, torch.Tensor) or pred.ndim != 2: return
         y = yb[0]
         if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point: return
