@@ -48,7 +48,7 @@ check-clean: install
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(BIN)/python tools/make_readme.py || exit 1; \
 	after="$$(git status --porcelain; git diff | md5sum)"; \
 	if [ "$$before" != "$$after" ]; then echo "nbdev-export / nbdev-clean / make readme changed files: commit the result"; git status --porcelain; exit 1; fi
-	$(BIN)/ruff check mlopsnb --select F403,F405,F821
+	$(BIN)/ruff check mlopsnb --select F401,F403,F405,F821
 	$(BIN)/python tools/check_architecture.py
 	$(BIN)/python -c "import importlib, sys; [importlib.import_module('mlopsnb.' + m) for m in '$(LIGHT_MODULES)'.split()]; \
 	  bad = {'torch', 'fastai', 'mlflow'} & {k.split('.')[0] for k in sys.modules}; assert not bad, f'the CLI path imports {bad}'"

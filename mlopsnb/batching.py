@@ -8,7 +8,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/batching.html.md"""
 from __future__ import annotations
 import asyncio, collections, time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 import numpy as np
 

@@ -6,7 +6,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/bundle.html.md"""
 
 # %% ../nbs/31_bundle.ipynb #40db5049
 from __future__ import annotations
-import hashlib, json, math, os, sys
+import hashlib, json, os, sys
 from pathlib import Path
 from typing import Any, Sequence
 import numpy as np
@@ -14,7 +14,7 @@ from .errors import BundleError
 from .compat import onnx_session_runner
 from .image_inputs import read_images
 from .bundle_explain import explain_inputs
-from .table_inputs import CategoryWarning, CheckedInputs, check_table, preprocess_table, table_constants
+from .table_inputs import CategoryWarning, CheckedInputs, check_table, preprocess_table, table_constants  # noqa: F401 (CategoryWarning: re-exported, the warning a bundle raises)
 from .text_inputs import read_tokenizer, preprocess_texts
 
 # %% auto #0

@@ -7,7 +7,6 @@ Docs: https://mlopsnb.github.io/mlopsnb/commands.html.md"""
 # %% ../nbs/46_commands.ipynb #debd5cf0
 from __future__ import annotations
 import datetime, sys, time
-from typing import Any
 
 from .errors import ParamError
 from .formats import format_value, text_table, to_json

@@ -8,7 +8,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/distributed.html.md"""
 from __future__ import annotations
 import argparse, functools, os, shlex, socket, subprocess, sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from .context import is_main_process, process_rank, world_size
 from .params import check_params, notebook_params

@@ -10,7 +10,6 @@ from collections import Counter
 from dataclasses import dataclass, field, asdict
 from typing import Any, Sequence
 import numpy as np
-from .errors import require_extra
 from .monitor_reference import QUANTILE_LEVELS
 
 # %% auto #0

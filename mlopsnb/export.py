@@ -15,7 +15,7 @@ from .formats import jsonable, to_json
 from .errors import BundleError
 from .context import current_run_id
 from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle, CategoryWarning, file_sha256
-from .quantize import quantize_int8, cpu_has_vnni
+from .quantize import quantize_int8
 from .vision_spec import is_fastai_vision, fastai_image_spec, image_files, fastai_outputs, items_fingerprint
 from .monitor_reference import add_embedding_output, monitoring_reference, table_rows
 from .text_export import is_text_dls, text_spec, text_examples, text_outputs, write_tokenizer, texts_fingerprint

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from .bundle import Bundle, read_spec
 from .cli import command_argv
-from .errors import BundleError, require_extra
+from .errors import BundleError
 from .drift_checks import FeatureDrift, check_drift, judge_drift, rank_features
 from .monitor_data import CurrentData, MonitorInputError, current_from_data, current_from_log, parse_since
 

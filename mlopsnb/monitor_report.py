@@ -7,7 +7,6 @@ Docs: https://mlopsnb.github.io/mlopsnb/monitor_report.html.md"""
 # %% ../nbs/69_monitor_report.ipynb #6d49d5c4
 from __future__ import annotations
 import base64, datetime, html
-from typing import Any
 import numpy as np
 from .errors import require_extra
 

@@ -6,10 +6,9 @@ Docs: https://mlopsnb.github.io/mlopsnb/served_model.html.md"""
 
 # %% ../nbs/64_served_model.ipynb #fd9dc47a
 from __future__ import annotations
-import asyncio, os, random, tempfile
-from dataclasses import dataclass, field
+import os, random, tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 import numpy as np
 from .batching import MicroBatcher
 from .bundle import Bundle, file_sha256, monitored_results, read_spec

@@ -8,7 +8,7 @@ Docs: https://mlopsnb.github.io/mlopsnb/statistics.html.md"""
 from __future__ import annotations
 from .errors import require_extra; require_extra(__name__, 'pandas')
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

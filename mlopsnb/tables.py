@@ -16,7 +16,7 @@ import pandas as pd
 
 from .statistics import column_kind, float_values, numeric_summary, category_counts, numeric_reference, categorical_reference
 from .report import Report, new_figure, plot_balance, plot_hist
-from .images import ImageSet, images_from_array, scan_image_folder
+from .images import images_from_array, scan_image_folder
 from .text_profile import is_text
 
 # %% auto #0

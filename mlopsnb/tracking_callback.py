@@ -18,7 +18,7 @@ from .checkpoint import ResumeCallback
 from .compat import detach_mlflow_run, eager_module
 from .context import is_main_process, job_context
 from .core import fingerprint
-from .store import mlflow_client, retry_locked, wait_for_writes, write_later
+from .store import mlflow_client, retry_locked, write_later
 from .tracking import confusion_matrix_figure, log_dataset_input, log_params, loss_curve_figure, start_run
 import mlopsnb.state  # noqa: F401  (defines `Learner.mlops` and records each fit call)
 
