@@ -107,7 +107,7 @@ def _epoch_timer():
         def after_epoch(self):
             self.learn.epoch_times.append(time.perf_counter() - self.learn.t_epoch)
             _TURN.end(self.learn.epoch_times, self.learn)
-    return [EpochTimer()]
+    return EpochTimer()
 
 class _Turns(threading.local):
     "This thread's end-of-epoch hook: nothing, unless `lockstep` runs the thread"
@@ -116,8 +116,9 @@ class _Turns(threading.local):
         if self.baton is None: return
         t = time.perf_counter()  # background writes are charged to the epoch that queued them: none spill into another variant's
         wait_for_writes()
+        from mlopsnb.checkpoint import CheckpointCallback
         for cb in (learn.cbs if learn is not None else ()):
-            if hasattr(cb, 'wait') and hasattr(cb, '_pending'): cb.wait()  # CheckpointCallback's own writer
+            if isinstance(cb, CheckpointCallback): cb.wait()  # its own writer thread
         times[-1] += time.perf_counter() - t
         self.baton.hand_over(self.name)
 _TURN = _Turns()
@@ -199,7 +200,7 @@ def mlops(make_model):
     dls = tensor_dls(XT, YT, XV, YV, bs=BS, seed=SEED, device='cpu', tfms=[NORM])
     ck = Path(tempfile.mkdtemp(dir=_STORE))
     learn = mlops_learner(dls, make_model(), nn.CrossEntropyLoss(), metrics=accuracy, lr=LR, checkpoint_dir=ck,
-                          experiment='loop_parity', progress='plain', cbs=_epoch_timer())
+                          experiment='loop_parity', progress='plain', cbs=[_epoch_timer()])
     t = time.perf_counter()
     with _quiet(): learn.fit(EPOCHS)
     fit_s = time.perf_counter() - t
@@ -213,7 +214,7 @@ def mlops_no_io(make_model):
     from fastai.metrics import accuracy
     dls = tensor_dls(XT, YT, XV, YV, bs=BS, seed=SEED, device='cpu', tfms=[NORM])
     learn = mlops_learner(dls, make_model(), nn.CrossEntropyLoss(), metrics=accuracy, lr=LR, tracking=False,
-                          progress='plain', cbs=_epoch_timer())
+                          progress='plain', cbs=[_epoch_timer()])
     t = time.perf_counter()
     with _quiet(): learn.fit(EPOCHS)
     return learn.model, learn.epoch_times, time.perf_counter() - t
@@ -254,8 +255,7 @@ def compare(mname:str, make, variants:dict, repeats:int) -> tuple[list[dict], bo
         for r in rows:
             x = rounds[r['variant']]
             q = statistics.quantiles(x, n=4) if len(x) > 1 else [x[0]] * 3
-            r.update(lockstep_ratio_vs_a=statistics.median(rounds[r['variant']]), lockstep_quartiles=[q[0], q[2]],
-                     lockstep_rounds=len(rounds[r['variant']]))
+            r.update(lockstep_ratio_vs_a=statistics.median(x), lockstep_quartiles=[q[0], q[2]], lockstep_rounds=len(x))
     done = statistics.median(complete)
     rows.append({'model': mname, 'variant': 'c_run_complete', 'epochs': EPOCHS, 'bs': BS, 'epoch_s_median': None, 'samples_per_s': None,
                  'ratio_vs_a': None, 'paired_ratio_vs_a': None, 'paired_ratio_range': None, 'fit_s_median': done, 'fit_ratio_vs_a': base_fit / done, 'n_epochs_timed': 0, 'fit_s_all': complete})

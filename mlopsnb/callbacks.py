@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from fastai.callback.core import (Callback, CancelBackwardException, CancelBatchException, CancelEpochException, CancelFitException,
-                                  CancelStepException, CancelTrainException, CancelValidException, TrainEvalCallback)
+                                  CancelStepException, CancelTrainException, CancelValidException, TrainEvalCallback, _inner_loop)
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Recorder, AvgLoss, AvgMetric
 from fastai.metrics import accuracy, error_rate
@@ -158,17 +158,15 @@ class ResumingFits:
 
 # %% ../nbs/26_callbacks.ipynb #b7c55c50
 _EVERY_CB = ('after_fit', 'after_create')  # fastai's Callback.__call__ resets `run` at after_fit for every callback
-_INNER_LOOP = frozenset(('before_batch', 'after_pred', 'after_loss', 'before_backward', 'after_cancel_backward', 'after_backward',
-                         'before_step', 'after_step', 'after_cancel_batch', 'after_batch'))  # fastai's `_inner_loop`
+_INNER_LOOP = frozenset(_inner_loop)  # the per-batch events, as fastai's `Callback.__call__` knows them
 _CANCELS = (CancelBatchException, CancelBackwardException, CancelEpochException, CancelFitException, CancelStepException,
             CancelTrainException, CancelValidException)
 
-def _call_inner(cbs:list, event_name:str, training:bool|None):
+def _call_inner(cbs:list, event_name:str, training:bool):
     "fastai's `Callback.__call__` for a per-batch event, reading the learner's `training` once instead of once per callback"
     for cb in cbs:
         if type(cb).__call__ is not Callback.__call__: cb(event_name); continue  # a callback with its own dispatch
-        if not cb.run: continue
-        if not (cb.run_train or cb.run_valid if training is None else cb.run_train if training else cb.run_valid): continue
+        if not cb.run or not (cb.run_train if training else cb.run_valid): continue
         try: getattr(cb, event_name, noop)()
         except _CANCELS: raise
         except Exception as e:
@@ -196,7 +194,7 @@ class MLopsLearner(ResumingFits, Learner):
         cbs = self._dispatch(event_name)
         if event_name not in _INNER_LOOP:
             for cb in cbs: cb(event_name)
-        else: _call_inner(cbs, event_name, self.__dict__.get('training'))
+        else: _call_inner(cbs, event_name, self.training)
     def add_cb(self, cb):
         self.__dict__.pop('_mlops_dispatch', None)
         return super().add_cb(cb)

@@ -195,10 +195,9 @@ class CheckpointCallback(Callback, _OrderedWrites):
     def after_batch(self):
         learn = self.learn
         if not (self.every_iters or self.every_seconds) or not learn.training or not self._active: return
-        if not self.every_iters and not self._due(): return  # the time policy's usual case: one clock read
         it = batches_done(learn) + 1
-        if it >= learn.n_iter: return  # the epoch's end saves
-        if (self.every_iters and it % self.every_iters == 0) or (self.every_seconds and self._due()): self.save(learn.epoch, it)
+        due = (self.every_iters and it % self.every_iters == 0) or (self.every_seconds and self._due())
+        if due and it < learn.n_iter: self.save(learn.epoch, it)  # on the epoch's last batch, the epoch's end saves instead
 
     def after_fit(self):
         if getattr(self, '_active', False) and getattr(self, '_best_state', None) is not None:

@@ -136,7 +136,9 @@ def as_plain_tensors(x:Any, # a tensor, or a tuple/list of them (e.g. `learn.xb`
                     ) -> Any:
     "Plain `torch.Tensor` views of fastai's `TensorBase` subclasses (no copy), in tuples/lists too; anything else unchanged"
     if isinstance(x, torch.Tensor) and type(x) is not torch.Tensor: return x.as_subclass(torch.Tensor)
-    if isinstance(x, (tuple, list)): return type(x)(as_plain_tensors(o) for o in x)
+    if isinstance(x, (tuple, list)):
+        if all(type(o) is torch.Tensor for o in x): return x  # already plain (`TensorBatches`): the same object
+        return type(x)(as_plain_tensors(o) for o in x)
     return x
 
 class PlainTensorsCallback(Callback):
@@ -144,17 +146,10 @@ class PlainTensorsCallback(Callback):
     order = 4  # before FastPathCallback (5), GradientAccumulation (6) and autocast (10)
     def before_batch(self):
         learn = self.learn
-        xb, yb = learn.xb, learn.yb
-        if not _all_plain(xb): learn.xb = as_plain_tensors(xb)  # a batch of plain tensors (`TensorBatches`) is left as it is
-        if not _all_plain(yb): learn.yb = as_plain_tensors(yb)
+        learn.xb, learn.yb = as_plain_tensors(learn.xb), as_plain_tensors(learn.yb)
     def after_pred(self):
         learn = self.learn
-        if type(learn.pred) is not torch.Tensor: learn.pred = as_plain_tensors(learn.pred)
-
-def _all_plain(b:tuple) -> bool:
-    for t in b:
-        if type(t) is not torch.Tensor: return False
-    return True
+        learn.pred = as_plain_tensors(learn.pred)
 
 # %% ../nbs/27_fastpath.ipynb #81c16c77
 class FastPathCallback(Callback):
