@@ -50,7 +50,7 @@ def init_distributed(backend:str|None=None, # 'gloo' or 'nccl' (default: nccl wh
     backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
     if backend == 'nccl': torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
     dist.init_process_group(backend)
-    atexit.register(_let_collectives_settle)
+    atexit.unregister(_let_collectives_settle); atexit.register(_let_collectives_settle)  # once, however often a process re-joins
     logger.info("joined process group: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
     return True
 
